@@ -1,0 +1,137 @@
+"""The Lp-Reg policy loss (SPEC §3), as a pure function of per-token tensors.
+
+Per token t with ratio ``r = exp(log_prob - old_log_prob)``, advantage ``A`` and mask ``m``:
+
+1. vanilla clipped term ``L_t = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``;
+2. selection, without gradient: among the valid tokens with ``A < 0`` take the
+   ``k = max(1, int(n_neg * rho))`` with the lowest current ``log_prob`` (applied only when
+   ``k > 1``), and keep those with ``log_prob < proxy_log_prob``; the same for ``A > 0`` with
+   ``rho_pos`` (0 in every paper run);
+3. on the selected tokens ``L_t = -A r + beta * k3(log_prob, proxy_log_prob)`` with the
+   unclipped ratio and ``k3(x, y) = clamp(exp(y - x) - (y - x) - 1, -10, 10)``;
+4. aggregate with verl's ``agg_loss`` (token-mean in every paper run).
+
+The selection runs over the tokens passed in one call: one micro-batch when verl calls it,
+as the reference does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from verl.trainer.ppo.core_algos import agg_loss
+
+__all__ = ["K3_CLAMP", "k3_divergence", "lp_reg_policy_loss", "select_low_prob_tokens"]
+
+K3_CLAMP = 10.0
+
+
+def k3_divergence(log_prob: torch.Tensor, target_log_prob: torch.Tensor) -> torch.Tensor:
+    """Single-sample KL estimator ``exp(y - x) - (y - x) - 1`` clamped to [-10, 10] (SPEC §3).
+
+    ``x = log_prob`` (the policy), ``y = target_log_prob`` (the proxy). Same as verl's
+    ``low_var_kl`` in the reference fork: no clamp on ``y - x`` before the exponential, so
+    the clamp zeroes the gradient once the estimate passes 10.
+    """
+    diff = target_log_prob - log_prob
+    return torch.clamp(torch.exp(diff) - diff - 1.0, min=-K3_CLAMP, max=K3_CLAMP)
+
+
+@torch.no_grad()
+def select_low_prob_tokens(
+    log_prob: torch.Tensor, candidates: torch.Tensor, fraction: float
+) -> torch.Tensor:
+    """Boolean mask of the ``k = max(1, int(n * fraction))`` lowest-``log_prob`` candidates.
+
+    ``candidates`` is a boolean mask of the eligible tokens (``n`` of them). Empty when
+    ``n == 0`` or ``k <= 1`` (the reference applies the step only for ``k > 1``). Ties are
+    broken by ``torch.topk`` over the row-major flattened candidates, as in the reference.
+    """
+    flat_candidates = candidates.reshape(-1).nonzero(as_tuple=True)[0]
+    selected = torch.zeros(candidates.numel(), dtype=torch.bool, device=candidates.device)
+    n = flat_candidates.numel()
+    k = max(1, int(n * fraction)) if n > 0 else 0
+    if k > 1:
+        values = log_prob.detach().reshape(-1)[flat_candidates]
+        lowest = values.topk(k=k, largest=False).indices
+        selected[flat_candidates[lowest]] = True
+    return selected.reshape(candidates.shape)
+
+
+def lp_reg_policy_loss(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    proxy_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    neg_fraction: float = 0.01,
+    pos_fraction: float = 0.0,
+    kl_coef: float = 1.0,
+    clip_ratio_low: float = 0.2,
+    clip_ratio_high: float = 0.2,
+    loss_agg_mode: str = "token-mean",
+    rollout_is_weights: torch.Tensor | None = None,
+    dp_size: int = 1,
+    batch_num_tokens: int | None = None,
+    global_batch_size: int | None = None,
+    loss_scale_factor: int | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Lp-Reg loss of SPEC §3 and its metrics; same value and gradient as the reference.
+
+    All tensors are ``[batch, response_length]``. ``neg_fraction`` is rho, ``pos_fraction``
+    rho_pos, ``kl_coef`` beta. ``rollout_is_weights`` (verl's rollout correction) multiplies
+    the per-token losses as in verl's vanilla loss. ``dp_size``, ``batch_num_tokens``,
+    ``global_batch_size`` and ``loss_scale_factor`` are verl's global-batch normalisation
+    arguments, passed to ``agg_loss`` unchanged. On an all-masked input the loss is 0 (with a
+    gradient path to ``log_prob``) instead of verl's NaN.
+
+    Metrics (python floats): ``lp_reg/reg_fraction`` (regularised / valid tokens),
+    ``lp_reg/reg_count`` (per call, i.e. per micro-batch), ``lp_reg/gap_mean`` (mean
+    ``proxy - log_prob`` on them), ``lp_reg/k3_mean``, ``actor/pg_clipfrac`` and ``actor/ppo_kl`` like verl's vanilla loss.
+    """
+    mask = response_mask.bool()
+    log_ratio = log_prob - old_log_prob
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_ratio_low, 1.0 + clip_ratio_high)
+    pg_losses = torch.maximum(unclipped, clipped)
+
+    below_proxy = log_prob.detach() < proxy_log_prob
+    selected = select_low_prob_tokens(log_prob, mask & (advantages < 0), neg_fraction)
+    if pos_fraction > 0:
+        selected |= select_low_prob_tokens(log_prob, mask & (advantages > 0), pos_fraction)
+    regularised = selected & below_proxy
+    k3 = k3_divergence(log_prob, proxy_log_prob)
+    pg_losses = torch.where(regularised, unclipped + kl_coef * k3, pg_losses)
+    if rollout_is_weights is not None:
+        pg_losses = pg_losses * rollout_is_weights
+
+    n_valid = mask.sum()
+    if n_valid == 0:
+        loss = (pg_losses * 0.0).sum()
+    else:
+        loss = agg_loss(
+            loss_mat=pg_losses,
+            loss_mask=mask,
+            loss_agg_mode=loss_agg_mode,
+            dp_size=dp_size,
+            batch_num_tokens=batch_num_tokens,
+            global_batch_size=global_batch_size,
+            loss_scale_factor=loss_scale_factor,
+        )
+
+    with torch.no_grad():
+        valid = max(int(n_valid), 1)
+        n_reg = int(regularised.sum())
+        reg_div = max(n_reg, 1)
+        metrics = {
+            "lp_reg/reg_fraction": n_reg / valid,
+            "lp_reg/reg_count": float(n_reg),
+            "lp_reg/gap_mean": float((proxy_log_prob - log_prob.detach())[regularised].sum()) / reg_div,
+            "lp_reg/k3_mean": float(k3.detach()[regularised].sum()) / reg_div,
+            "actor/pg_clipfrac": float(((clipped > unclipped) & mask).sum()) / valid,
+            "actor/ppo_kl": float((-log_ratio.detach())[mask].sum()) / valid,
+        }
+    return loss, metrics

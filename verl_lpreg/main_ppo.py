@@ -1,0 +1,26 @@
+"""``python -m verl_lpreg.main_ppo``: verl 0.9.1's ``main_ppo`` with the Lp-Reg config.
+
+The hydra config ``verl_lpreg/config/lp_reg_trainer.yaml`` is verl's ``ppo_trainer`` plus our
+keys; every verl override works as with ``python -m verl.trainer.main_ppo``, and hydra's own
+flags too (``--cfg job`` prints the composed config and exits). Before any Ray process starts
+the Lp-Reg settings are validated, so a bad value fails here with the key's name.
+"""
+
+from __future__ import annotations
+
+import hydra
+
+import verl_lpreg  # noqa: F401  (registers losses, engine, trainer and the config resolvers)
+from verl_lpreg.verl_integration import check_config
+
+
+@hydra.main(config_path="config", config_name="lp_reg_trainer", version_base=None)
+def main(config) -> None:
+    from verl.trainer.main_ppo import main as verl_main
+
+    check_config(config)
+    verl_main(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The denoised proxy distribution of Lp-Reg (SPEC §2).
+
+For one position with raw logits ``z`` (the policy that generated the rollout, pi_old) and
+``p = softmax(z)`` the proxy keeps token ``v`` iff
+
+* ``mode="minp"``  (default): ``p_v >= kappa * max_u p_u``  <=>  ``z_v >= max(z) + log(kappa)``
+* ``mode="fixed"``:           ``p_v >= kappa``              <=>  ``z_v >= logsumexp(z) + log(kappa)``
+
+A removed token's logit becomes ``-1e4`` (hard filter, the reference) or the row's minimum
+logit (``soft=True``). The filtered logits are divided by the temperature ``T`` and
+log-softmaxed. For the sampled token ``o`` this has the closed form
+
+    log pi_proxy(o) = z'_o / T - log( sum_{v kept} exp(z_v / T) + n_removed * exp(f / T) )
+
+with ``z'_o = z_o`` when ``o`` is kept and ``z'_o = f`` when it was removed, ``f`` the fill
+value. So one pass for the row max (and min, for ``soft``), one masked pass for the kept
+tokens' exponentials, and a gather suffice: no copy of the logits, no full softmax. The
+reference clones the logits and runs softmax + masked fill + log_softmax over the whole
+vocabulary (``benchmarks/bench_proxy.py`` compares the two).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["PROXY_MODES", "HARD_FILL_LOGIT", "ProxyStats", "min_p_proxy_log_prob", "min_p_proxy_stats"]
+
+PROXY_MODES = ("minp", "fixed")
+HARD_FILL_LOGIT = -1e4
+# Rows processed at once: keeps the float temporaries of one chunk to a few MB whatever the
+# batch size, so the peak extra memory stays a small fraction of the logits.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+class ProxyStats(NamedTuple):
+    """Per-token outputs of one proxy pass (all float32, shaped like ``token_ids``).
+
+    ``proxy_log_prob``: log pi_proxy of the token (SPEC §2).
+    ``threshold_margin``: ``threshold - z_o`` in raw-logit units, where the token is kept iff
+    ``z_o >= threshold``: positive exactly for tokens outside the proxy's support. In ``minp``
+    mode ``threshold = max(z) + log(kappa)``, so ``log(kappa * p_max)`` follows from it and the
+    token's log-prob without another pass (SPEC §6 diagnostics).
+    """
+
+    proxy_log_prob: torch.Tensor
+    threshold_margin: torch.Tensor
+
+
+def _validate(logits: torch.Tensor, token_ids: torch.Tensor, min_p: float, mode: str, temperature) -> None:
+    if mode not in PROXY_MODES:
+        raise ValueError(f"proxy mode {mode!r} is not supported; allowed: {', '.join(PROXY_MODES)}")
+    if not (0.0 < float(min_p) <= 1.0):
+        raise ValueError(f"min_p (kappa) must be in (0, 1], got {min_p}")
+    if logits.dim() < 1 or logits.shape[:-1] != token_ids.shape:
+        raise ValueError(
+            f"logits must be [..., V] with [...] equal to token_ids' shape; got logits {tuple(logits.shape)} "
+            f"and token_ids {tuple(token_ids.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating point tensor, got {logits.dtype}")
+    if isinstance(temperature, torch.Tensor):
+        if bool((temperature <= 0).any()):
+            raise ValueError("temperature must be > 0")
+    elif not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+@torch.no_grad()
+def min_p_proxy_stats(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    min_p: float = 0.02,
+    *,
+    mode: str = "minp",
+    soft: bool = False,
+    temperature: float | torch.Tensor = 1.0,
+) -> ProxyStats:
+    """Proxy log-prob of ``token_ids`` and its threshold margin, in one streaming pass (SPEC §2).
+
+    ``temperature`` is a float or a tensor broadcastable to ``token_ids`` (per-token
+    temperatures, as verl's remove-padding path carries them). Computed in float32
+    whatever the input dtype; no gradient.
+    """
+    _validate(logits, token_ids, min_p, mode, temperature)
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab)
+    flat_ids = token_ids.reshape(-1).to(device=logits.device, dtype=torch.long)
+    n_rows = flat_logits.shape[0]
+    if isinstance(temperature, torch.Tensor):
+        flat_temp = temperature.to(device=logits.device, dtype=torch.float32).expand(token_ids.shape).reshape(-1)
+    else:
+        flat_temp = None
+    log_kappa = math.log(float(min_p))
+
+    proxy = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+    margin = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+    chunk = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
+    for start in range(0, n_rows, chunk):
+        stop = min(start + chunk, n_rows)
+        rows = flat_logits[start:stop]
+        if rows.dtype != torch.float32:
+            rows = rows.float()
+        if flat_temp is not None:
+            inv_t = 1.0 / flat_temp[start:stop]
+        else:
+            inv_t = torch.full((stop - start,), 1.0 / temperature, device=rows.device)
+        if soft:
+            row_min, row_max = torch.aminmax(rows, dim=-1)
+        else:
+            row_max = rows.amax(dim=-1)
+        if mode == "minp":
+            threshold = row_max + log_kappa
+        else:
+            threshold = torch.logsumexp(rows, dim=-1) + log_kappa
+        token_logit = rows.gather(-1, flat_ids[start:stop, None]).squeeze(-1)
+        keep = rows >= threshold[:, None]
+        n_kept = keep.sum(-1)
+        # Sum over kept tokens of exp((z_v - max) / T): only the kept entries are exponentiated.
+        kept_rows, kept_cols = keep.nonzero(as_tuple=True)
+        kept_terms = torch.exp((rows[kept_rows, kept_cols] - row_max[kept_rows]) * inv_t[kept_rows])
+        kept_sum = torch.zeros_like(row_max).index_add_(0, kept_rows, kept_terms)
+        fill = row_min if soft else torch.full_like(row_max, HARD_FILL_LOGIT)
+        # Removed tokens keep a (usually negligible) share exp(f / T) each, as in the reference;
+        # logaddexp keeps a row whose tokens were all removed (fixed mode) finite.
+        log_norm = torch.logaddexp(
+            torch.log(kept_sum) + row_max * inv_t,
+            torch.log((vocab - n_kept).to(torch.float32)) + fill * inv_t,
+        )
+        token_kept = token_logit >= threshold
+        filtered_token_logit = torch.where(token_kept, token_logit, fill)
+        proxy[start:stop] = filtered_token_logit * inv_t - log_norm
+        margin[start:stop] = threshold - token_logit
+    shape = token_ids.shape
+    return ProxyStats(proxy.reshape(shape), margin.reshape(shape))
+
+
+def min_p_proxy_log_prob(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    min_p: float = 0.02,
+    *,
+    mode: str = "minp",
+    soft: bool = False,
+    temperature: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """Log-prob of ``token_ids`` under the min-p proxy of ``logits`` (SPEC §2), float32.
+
+    ``logits`` ``[..., V]`` are raw (not temperature-scaled); ``token_ids`` ``[...]``.
+    ``mode="minp"`` keeps ``p_v >= min_p * p_max``; ``mode="fixed"`` keeps ``p_v >= min_p``.
+    Removed tokens' logits become -1e4 (or the row minimum with ``soft=True``); the result
+    is ``log_softmax(filtered / temperature)`` read at ``token_ids``. A sampled token that was
+    removed gets about ``-1e4 / temperature``: it is noise and never regularised (SPEC §3).
+    """
+    return min_p_proxy_stats(logits, token_ids, min_p, mode=mode, soft=soft, temperature=temperature).proxy_log_prob
