@@ -125,13 +125,14 @@ def min_p_proxy_stats(
         fill = row_min if soft else torch.full_like(row_max, HARD_FILL_LOGIT)
         # Removed tokens keep a (usually negligible) share exp(f / T) each, as in the reference;
         # logaddexp keeps a row whose tokens were all removed (fixed mode) finite.
+        # Everything relative to the row max, as log_softmax does, so large logits lose no precision.
         log_norm = torch.logaddexp(
-            torch.log(kept_sum) + row_max * inv_t,
-            torch.log((vocab - n_kept).to(torch.float32)) + fill * inv_t,
+            torch.log(kept_sum),
+            torch.log((vocab - n_kept).to(torch.float32)) + (fill - row_max) * inv_t,
         )
         token_kept = token_logit >= threshold
         filtered_token_logit = torch.where(token_kept, token_logit, fill)
-        proxy[start:stop] = filtered_token_logit * inv_t - log_norm
+        proxy[start:stop] = (filtered_token_logit - row_max) * inv_t - log_norm
         margin[start:stop] = threshold - token_logit
     shape = token_ids.shape
     return ProxyStats(proxy.reshape(shape), margin.reshape(shape))
