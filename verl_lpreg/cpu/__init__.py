@@ -1,0 +1,117 @@
+"""Run verl 0.9.1 on a machine without an accelerator (tests, the CPU quick-start).
+
+Load it in every process of a run — the driver and all Ray workers — with::
+
+    VERL_USE_EXTERNAL_MODULES=verl_lpreg.cpu      # imported by verl/__init__.py at `import verl`
+
+(or ``import verl_lpreg.cpu`` before anything calls ``verl.plugin.platform.get_platform()``).
+It is never imported by the GPU code path. What it does:
+
+1. registers :class:`~verl_lpreg.cpu.platform.PlatformCPU` as platform ``"cpu"`` and sets
+   ``VERL_PLATFORM=cpu`` (verl/plugin/platform/platform_manager.py);
+2. sets ``VERL_ENGINE_DEVICE=cuda`` so ``EngineRegistry`` (verl/workers/engine/base.py) picks the
+   FSDP engine, which is registered for cuda/npu only but runs unchanged on CPU tensors;
+3. registers the ``"hf"`` rollout (transformers ``generate``) in ``RolloutReplicaRegistry``
+   (verl/workers/rollout/replica.py) and ``_ROLLOUT_REGISTRY`` (verl/workers/rollout/base.py);
+4. patches one function, see :func:`_patch_process_group_backend`.
+
+The hydra overrides a CPU run needs are in :data:`CPU_OVERRIDES` (and examples/quickstart/run_cpu.sh).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import verl
+
+SUPPORTED_VERL_VERSION = "0.9.1"
+if verl.__version__ != SUPPORTED_VERL_VERSION:
+    raise ImportError(
+        f"verl_lpreg.cpu supports verl {SUPPORTED_VERL_VERSION} only (it registers a platform, a rollout backend "
+        f"and patches verl.utils.distributed); found verl {verl.__version__}."
+    )
+
+os.environ.setdefault("VERL_PLATFORM", "cpu")
+os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
+
+from verl.plugin.platform import platform_manager as _pm  # noqa: E402
+from verl.workers.rollout import base as _rollout_base  # noqa: E402
+from verl.workers.rollout.replica import RolloutReplicaRegistry  # noqa: E402
+
+from .platform import PlatformCPU  # noqa: E402  (registers "cpu")
+
+# If some code resolved the platform before we were imported (explicit late import), replace it.
+# verl/plugin/platform/platform_manager.py: _current_platform is the cached singleton.
+if _pm._current_platform is not None and os.environ.get("VERL_PLATFORM") == "cpu":
+    if not isinstance(_pm._current_platform, PlatformCPU):
+        _pm.set_platform(PlatformCPU())
+
+
+def _load_hf_replica():
+    from .rollout import HFRolloutReplica
+
+    return HFRolloutReplica
+
+
+RolloutReplicaRegistry.register("hf", _load_hf_replica)
+_rollout_base._ROLLOUT_REGISTRY[("hf", "async")] = "verl_lpreg.cpu.rollout.HFServerAdapter"
+
+
+def _patch_process_group_backend() -> None:
+    """verl/utils/distributed.py ``initialize_global_process_group_ray`` builds the backend string
+    ``f"cpu:gloo,{device}:{backend}"`` = ``"cpu:gloo,cpu:gloo"`` on CPU, which torch rejects
+    ("Duplicate device type cpu"). Collapse a CPU-only string to ``"gloo"``.
+
+    Its importers bind the name at import time (verl/workers/engine_workers.py,
+    verl/checkpoint_engine/base.py), so the patched function is also set there when they are
+    already loaded; loading this module at ``import verl`` (VERL_USE_EXTERNAL_MODULES) happens
+    before both.
+    """
+    from verl.utils import distributed as _dist
+
+    original = _dist.initialize_global_process_group_ray
+    if getattr(original, "_verl_lpreg_cpu", False):
+        return
+
+    @functools.wraps(original)
+    def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        parts = [p for p in (backend or "cpu:gloo,cpu:gloo").split(",") if p]
+        if all(p.split(":")[0] == "cpu" or ":" not in p for p in parts):
+            backend = "gloo"
+        return original(timeout_second=timeout_second, backend=backend)
+
+    initialize_global_process_group_ray._verl_lpreg_cpu = True
+    _dist.initialize_global_process_group_ray = initialize_global_process_group_ray
+    for mod_name in ("verl.workers.engine_workers", "verl.checkpoint_engine.base"):
+        mod = sys.modules.get(mod_name)
+        if mod is not None and hasattr(mod, "initialize_global_process_group_ray"):
+            mod.initialize_global_process_group_ray = initialize_global_process_group_ray
+
+
+_patch_process_group_backend()
+
+
+#: Hydra overrides for verl's ``ppo_trainer`` config that a CPU run needs (one process, one "GPU").
+CPU_OVERRIDES: list[str] = [
+    "trainer.device=cpu",
+    "trainer.nnodes=1",
+    "trainer.n_gpus_per_node=1",
+    "actor_rollout_ref.rollout.name=hf",
+    "actor_rollout_ref.rollout.mode=async",
+    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+    "actor_rollout_ref.rollout.agent.num_workers=1",
+    "actor_rollout_ref.actor.strategy=fsdp2",
+    "actor_rollout_ref.actor.fsdp_config.model_dtype=fp32",
+    "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+    "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
+    "actor_rollout_ref.actor.use_torch_compile=false",
+    "+actor_rollout_ref.model.override_config.attn_implementation=eager",
+    "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+    "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+    "ray_kwargs.ray_init.num_cpus=16",
+    "+ray_kwargs.ray_init.num_gpus=1",
+]
+
+__all__ = ["PlatformCPU", "CPU_OVERRIDES", "SUPPORTED_VERL_VERSION"]
