@@ -1,0 +1,29 @@
+"""Minerva Math (272 problems; SPEC §5, §5b): ``math-ai/minervamath``, split ``test``.
+
+Columns used: ``question`` (or ``problem``) and ``answer``. The source has no id column; an
+``id``/``idx`` column is used if a source has one, else ``extra_info.source_id`` is empty and
+``extra_info.index`` identifies the row.
+"""
+
+from data_prep.core import DatasetSpec, Example, column
+
+
+def convert(row: dict, config) -> Example:
+    answer = row.get("answer")
+    sid = column(row, "id", "idx", "unique_id")
+    return Example(
+        problem=str(column(row, "question", "problem") or ""),
+        answer="" if answer is None else str(answer),
+        source_id="" if sid is None else str(sid),
+    )
+
+
+SPEC = DatasetSpec(
+    name="minerva",
+    data_source="minerva",
+    split="test",
+    hub={"math-ai/minervamath": ((None,), "test")},
+    required=(("question", "problem"), ("answer",)),
+    convert=convert,
+    default_split="test",
+)
