@@ -279,7 +279,6 @@ def _build_trainer_class():
     import transfer_queue as tq
     from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
     from verl.utils.config import omega_conf_to_dataclass
-    from verl.workers.utils.padding import response_from_nested
 
     from verl_lpreg.diagnostics import DiagnosticsConfig, WordTokenMap, compute_step_diagnostics
 
@@ -313,19 +312,18 @@ def _build_trainer_class():
             finally:
                 for key in _REQUEST_KEYS:
                     batch.extra_info.pop(key, None)
+            if _ENGINE_PROXY_FIELD not in (batch.fields or []):
+                raise RuntimeError(
+                    "loss_mode=lp_reg: the actor's engine returned no proxy log-probs. verl picked an engine that is "
+                    f"not verl-lpreg's (it replaces the FSDP engine for the vendors {ENGINE_VENDORS}); is the "
+                    "verl-lpreg plugin importable in the Ray workers (VERL_USE_EXTERNAL_PLUGINS)?"
+                )
             data = tq.kv_batch_get(
                 keys=batch.keys,
                 partition_id=batch.partition_id,
                 select_fields=[_ENGINE_PROXY_FIELD, _ENGINE_MARGIN_FIELD, "response_mask"],
             )
-            fields = {
-                PROXY_FIELD: response_from_nested(data[_ENGINE_PROXY_FIELD], data["response_mask"]),
-                MARGIN_FIELD: response_from_nested(data[_ENGINE_MARGIN_FIELD], data["response_mask"]),
-            }
-            data.update(fields)
-            return tq.kv_batch_put(
-                keys=batch.keys, partition_id=batch.partition_id, fields=data.select(*fields.keys())
-            )
+            return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=proxy_fields(data))
 
         def _compute_advantage(self, batch, metrics):
             batch = super()._compute_advantage(batch, metrics)
@@ -391,6 +389,25 @@ def _build_trainer_class():
     return LpRegTrainer
 
 
+def proxy_fields(model_output):
+    """The engine's full-sequence proxy outputs as response-aligned fields, like ``old_log_probs``.
+
+    ``model_output`` holds the engine's nested outputs and the batch's ``response_mask``.
+    Returns a TensorDict with ``proxy_log_probs`` and ``proxy_threshold_margin``.
+    """
+    from tensordict import TensorDict
+    from verl.workers.utils.padding import response_from_nested
+
+    response_mask = model_output["response_mask"]
+    return TensorDict(
+        {
+            PROXY_FIELD: response_from_nested(model_output[_ENGINE_PROXY_FIELD], response_mask),
+            MARGIN_FIELD: response_from_nested(model_output[_ENGINE_MARGIN_FIELD], response_mask),
+        },
+        batch_size=len(response_mask),
+    )
+
+
 def minp_log_threshold(old_log_probs: torch.Tensor, margin: torch.Tensor, min_p: float, temperature: float):
     """``log(kappa * p_max)`` per token from the sampled token's log-prob and the proxy margin.
 
@@ -430,6 +447,7 @@ __all__ = [
     "check_config",
     "extended_ppo_loss",
     "minp_log_threshold",
+    "proxy_fields",
     "register_all",
     "register_engine",
     "register_losses",

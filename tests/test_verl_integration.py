@@ -1,0 +1,262 @@
+"""Lp-Reg through verl 0.9.1's real engine worker on CPU (SPEC §2-§3).
+
+One process, gloo, fp32, eager attention, a tiny random Qwen2 built in-process; the config is
+our hydra config composed over verl's ``ppo_trainer``. ``compute_log_prob`` then
+``update_actor`` run on a hand-built rollout batch, exactly as the trainer calls them.
+"""
+
+import os
+import socket
+from functools import partial
+
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+os.environ.update(
+    RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+)
+
+import verl_lpreg.cpu  # noqa: E402,F401  (CPU platform, gloo)
+from hydra import compose, initialize_config_dir  # noqa: E402
+from verl.utils import tensordict_utils as tu  # noqa: E402
+from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
+from verl.workers.engine_workers import ActorRolloutRefWorker  # noqa: E402
+from verl.workers.utils.padding import response_from_nested  # noqa: E402
+
+import verl_lpreg  # noqa: E402
+from verl_lpreg import lp_reg_policy_loss, min_p_proxy_log_prob  # noqa: E402
+from verl_lpreg.cpu import CPU_OVERRIDES  # noqa: E402
+from verl_lpreg.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.verl_integration import (  # noqa: E402
+    _REQUEST_MIN_P,
+    _REQUEST_MODE,
+    _REQUEST_SOFT,
+    HIGH_ENTROPY_MASK_FIELD,
+    MARGIN_FIELD,
+    PROXY_FIELD,
+    extended_ppo_loss,
+    proxy_fields,
+)
+
+CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
+MIN_P = 0.05
+# (prompt length, response length, advantage) per sample
+SAMPLES = [(5, 7, 1.0), (3, 9, -1.0), (6, 4, -1.0), (4, 8, 0.5)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """Tiny Qwen2 whose logits are spread out, so the min-p filter removes some tokens."""
+    from transformers import AutoModelForCausalLM
+
+    path = build_tiny_model(str(tmp_path_factory.mktemp("tiny")))
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    # An untied, scaled copy of the head: tied weights would be saved once and lost on reload.
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 4.0)
+    model.config.tie_word_embeddings = False
+    model.save_pretrained(path)
+    return path
+
+
+def compose_config(model_path, *overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(
+            "lp_reg_trainer",
+            overrides=[
+                *CPU_OVERRIDES,
+                f"actor_rollout_ref.model.path={model_path}",
+                "actor_rollout_ref.rollout.n=1",
+                "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+                "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+                "actor_rollout_ref.actor.optim.lr=1e-3",
+                "actor_rollout_ref.actor.clip_ratio_low=1.0",
+                "actor_rollout_ref.actor.clip_ratio_high=9.0",
+                f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
+                "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.5",
+                *overrides,
+            ],
+        )
+
+
+def build_worker(cfg):
+    worker = ActorRolloutRefWorker(config=cfg.actor_rollout_ref, role="actor")
+    worker.init_model()
+    return worker
+
+
+def rollout_batch(seed=0):
+    """A batch in the layout verl's agent loop stores: nested per-sample tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for prompt_len, response_len, _ in SAMPLES:
+        prompt = torch.randint(3, 500, (prompt_len,), generator=gen)
+        response = torch.randint(3, 500, (response_len,), generator=gen)
+        input_ids = torch.cat([prompt, response])
+        ones = torch.ones(response_len, dtype=torch.int64)
+        rows.append(
+            {
+                "prompts": prompt,
+                "responses": response,
+                "response_mask": ones,
+                "loss_mask": ones,
+                "input_ids": input_ids,
+                "position_ids": torch.arange(len(input_ids)),
+                "attention_mask": torch.ones(len(input_ids), dtype=torch.int64),
+            }
+        )
+    return tu.list_of_dict_to_tensordict(rows)
+
+
+def compute_old_log_prob(worker, batch, *, proxy=True):
+    data = batch.clone()
+    request = {_REQUEST_MIN_P: MIN_P, _REQUEST_MODE: "minp", _REQUEST_SOFT: False} if proxy else {}
+    tu.assign_non_tensor(data, temperature=1.0, calculate_entropy=True, compute_loss=False, **request)
+    output = worker.compute_log_prob(data)
+    output["response_mask"] = batch["response_mask"]
+    return output
+
+
+def hf_response_logits(model_path, batch):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32, attn_implementation="eager")
+    logits = []
+    for input_ids, response in zip(batch["input_ids"].unbind(), batch["responses"].unbind(), strict=True):
+        with torch.no_grad():
+            out = model(input_ids.unsqueeze(0)).logits[0]
+        logits.append(out[len(input_ids) - len(response) - 1 : -1])
+    return logits
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model):
+    return build_worker(compose_config(tiny_model))
+
+
+def test_the_engine_is_ours(worker):
+    assert type(worker.actor.engine).__name__ == "LpRegFSDPEngine"
+
+
+@pytest.mark.parametrize("use_remove_padding", [True, False])
+def test_proxy_is_computed_in_the_old_log_prob_forward(tiny_model, worker, use_remove_padding):
+    if not use_remove_padding:
+        worker = build_worker(compose_config(tiny_model, "actor_rollout_ref.model.use_remove_padding=false"))
+    batch = rollout_batch()
+    output = compute_old_log_prob(worker, batch)
+    fields = proxy_fields(output)
+    old_log_probs = response_from_nested(output["log_probs"], batch["response_mask"])
+    removed = 0
+    for i, logits in enumerate(hf_response_logits(tiny_model, batch)):
+        response = batch["responses"][i]
+        want = min_p_proxy_log_prob(logits, response, MIN_P)
+        torch.testing.assert_close(old_log_probs[i], torch.log_softmax(logits, -1).gather(-1, response[:, None])[:, 0])
+        torch.testing.assert_close(fields[PROXY_FIELD][i], want, rtol=1e-4, atol=1e-3)
+        removed += int((fields[MARGIN_FIELD][i] > 0).sum())
+    # the spread-out logits make the filter bite: some sampled tokens are outside the support
+    assert 0 < removed < sum(len(r) for r in batch["responses"].unbind())
+
+
+def test_no_proxy_unless_asked(worker):
+    output = compute_old_log_prob(worker, rollout_batch(), proxy=False)
+    assert set(output.keys()) >= {"log_probs", "entropy"}
+    assert not any(k.startswith("lp_reg") for k in output.keys())
+
+
+def training_batch(batch, old_output, **extra):
+    data = batch.clone()
+    data["old_log_probs"] = response_from_nested(old_output["log_probs"], batch["response_mask"])
+    advantages = [torch.full((resp_len,), adv) for _, resp_len, adv in SAMPLES]
+    data["advantages"] = torch.nested.as_nested_tensor(advantages, layout=torch.jagged)
+    for key, value in extra.items():
+        data[key] = value
+    tu.assign_non_tensor(
+        data,
+        calculate_entropy=False,
+        mini_batch_size=len(SAMPLES),
+        global_batch_size=len(SAMPLES),
+        epochs=1,
+        seed=1,
+        dataloader_kwargs={"shuffle": False},
+        temperature=1.0,
+    )
+    return data
+
+
+def expected_lp_reg_pg_loss(old_log_probs, proxy, cfg):
+    """Sum over the two micro-batches of the pure loss at the unchanged parameters (ratio 1),
+    normalised by the mini-batch's token count as verl does."""
+    lp = cfg.actor_rollout_ref.actor.policy_loss.lp_reg
+    total_tokens = sum(resp_len for _, resp_len, _ in SAMPLES)
+    total = 0.0
+    for rows in ([0, 1], [2, 3]):
+        width = max(SAMPLES[r][1] for r in rows)
+        pad = lambda seqs: torch.stack([torch.nn.functional.pad(s, (0, width - len(s))) for s in seqs])  # noqa: E731
+        old = pad([old_log_probs[r] for r in rows])
+        prox = pad([proxy[r] for r in rows])
+        adv = pad([torch.full((SAMPLES[r][1],), SAMPLES[r][2]) for r in rows])
+        mask = pad([torch.ones(SAMPLES[r][1]) for r in rows]).bool()
+        loss, _ = lp_reg_policy_loss(
+            old, old, prox, adv, mask, neg_fraction=lp.neg_fraction, kl_coef=lp.kl_coef,
+            clip_ratio_low=1.0, clip_ratio_high=9.0, batch_num_tokens=total_tokens,
+        )
+        total += loss.item()
+    return total
+
+
+def test_update_actor_with_lp_reg(worker, tiny_model):
+    cfg = compose_config(tiny_model)
+    batch = rollout_batch(seed=3)
+    old_output = compute_old_log_prob(worker, batch)
+    fields = proxy_fields(old_output)
+    data = training_batch(batch, old_output, **{PROXY_FIELD: fields[PROXY_FIELD]})
+    worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)))
+    before = [p.detach().clone() for p in worker.actor.engine.module.parameters()]
+    metrics = worker.update_actor(data)["metrics"]
+    after = list(worker.actor.engine.module.parameters())
+
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True))
+    for key in ("lp_reg/reg_fraction", "lp_reg/reg_count", "lp_reg/gap_mean", "lp_reg/k3_mean", "actor/pg_loss"):
+        assert key in metrics, key
+    flat = [v for vs in metrics.values() if isinstance(vs, list) for v in vs]
+    assert all(torch.isfinite(torch.tensor(float(v))) for v in flat)
+    assert sum(metrics["lp_reg/reg_count"]) > 0
+
+    old_log_probs = data["old_log_probs"].unbind()
+    pg_loss = sum(metrics["actor/pg_loss"])
+    vanilla = -sum(adv * resp_len for _, resp_len, adv in SAMPLES) / sum(resp_len for _, resp_len, _ in SAMPLES)
+    assert pg_loss == pytest.approx(expected_lp_reg_pg_loss(old_log_probs, fields[PROXY_FIELD].unbind(), cfg), rel=1e-4)
+    assert pg_loss != pytest.approx(vanilla, rel=1e-3)
+
+
+def test_missing_proxy_fails_loudly(worker, tiny_model):
+    cfg = compose_config(tiny_model)
+    batch = rollout_batch(seed=4)
+    data = training_batch(batch, compute_old_log_prob(worker, batch, proxy=False))
+    worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)))
+    with pytest.raises(RuntimeError, match="proxy_log_probs"):
+        worker.update_actor(data)
+
+
+def test_update_actor_with_high_entropy(worker, tiny_model):
+    cfg = compose_config(tiny_model, "actor_rollout_ref.actor.policy_loss.loss_mode=high_entropy")
+    batch = rollout_batch(seed=5)
+    old_output = compute_old_log_prob(worker, batch, proxy=False)
+    entropy = response_from_nested(old_output["entropy"], batch["response_mask"])
+    top = torch.cat(entropy.unbind()).quantile(0.8)
+    mask = torch.nested.as_nested_tensor([(e >= top).float() for e in entropy.unbind()], layout=torch.jagged)
+    data = training_batch(batch, old_output, **{HIGH_ENTROPY_MASK_FIELD: mask})
+    worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)))
+    metrics = worker.update_actor(data)["metrics"]
+    vanilla = -sum(adv * resp_len for _, resp_len, adv in SAMPLES) / sum(resp_len for _, resp_len, _ in SAMPLES)
+    assert sum(metrics["actor/pg_loss"]) != pytest.approx(vanilla, rel=1e-3)
+    assert all(torch.isfinite(torch.tensor(float(v))) for v in metrics["actor/pg_loss"])
