@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The Table 1 sweep of arXiv 2510.03222 (Lp-Reg and its baselines): one entry per run.
+#
+#   bash examples/table1.sh list                         # name, recipe, paper row
+#   bash examples/table1.sh run lp_reg_14b_on grpo_14b_on # these runs, one after the other
+#   bash examples/table1.sh run all                      # the whole sweep
+#   bash examples/table1.sh run grpo_14b_on -- trainer.total_epochs=1   # overrides for each run
+#
+# Each run keeps its recipe's experiment name, so its checkpoints go to
+# $CKPTS_ROOT/<experiment name> and its logs to <PROJECT_NAME>/<experiment name>: EXP_NAME,
+# CKPTS_DIR and MODEL_PATH are cleared for every run (set MODELS_DIR, CKPTS_ROOT, DATA_DIR,
+# NNODES, RAY_ADDRESS, ... as for a single recipe; see common.sh). With RAY_ADDRESS set each
+# run is a `ray job submit` that waits for the job to end (do not add --no-wait here). The
+# sweep stops at the first failed run.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# name | recipe (relative to examples/) | Table 1 row (model block, method, setting)
+TABLE1=(
+    "lp_reg_14b_on|lp_reg/run_qwen3_14b_lp_reg_onpolicy.sh|Qwen3-14B-Base: Lp-Reg, on-policy"
+    "lp_reg_14b_off|lp_reg/run_qwen3_14b_lp_reg_offpolicy.sh|Qwen3-14B-Base: Lp-Reg, off-policy"
+    "lp_reg_32b_on|lp_reg/run_qwen2.5_32b_lp_reg_onpolicy.sh|Qwen2.5-32B: Lp-Reg, on-policy"
+    "lp_reg_32b_off|lp_reg/run_qwen2.5_32b_lp_reg_offpolicy.sh|Qwen2.5-32B: Lp-Reg, off-policy"
+    "grpo_14b_on|baselines/run_qwen3_14b_grpo_onpolicy.sh|Qwen3-14B-Base: GRPO, on-policy"
+    "grpo_14b_off|baselines/run_qwen3_14b_grpo_offpolicy.sh|Qwen3-14B-Base: GRPO, off-policy"
+    "clip_higher_14b_on|baselines/run_qwen3_14b_clip_higher_onpolicy.sh|Qwen3-14B-Base: Clip-Higher, on-policy"
+    "clip_higher_14b_off|baselines/run_qwen3_14b_clip_higher_offpolicy.sh|Qwen3-14B-Base: Clip-Higher, off-policy"
+    "gspo_14b_on|baselines/run_qwen3_14b_gspo_onpolicy.sh|Qwen3-14B-Base: GSPO, on-policy"
+    "gspo_14b_off|baselines/run_qwen3_14b_gspo_offpolicy.sh|Qwen3-14B-Base: GSPO, off-policy"
+    "kl_cov_14b_on|baselines/run_qwen3_14b_kl_cov_onpolicy.sh|Qwen3-14B-Base: KL-Cov, on-policy"
+    "kl_cov_14b_off|baselines/run_qwen3_14b_kl_cov_offpolicy.sh|Qwen3-14B-Base: KL-Cov, off-policy"
+    "entropy_bonus_14b_on|baselines/run_qwen3_14b_entropy_bonus_onpolicy.sh|Qwen3-14B-Base: entropy bonus, on-policy"
+    "entropy_bonus_14b_off|baselines/run_qwen3_14b_entropy_bonus_offpolicy.sh|Qwen3-14B-Base: entropy bonus, off-policy"
+    "80_20_14b_on|baselines/run_qwen3_14b_80_20_onpolicy.sh|Qwen3-14B-Base: 80/20, on-policy"
+    "80_20_14b_off|baselines/run_qwen3_14b_80_20_offpolicy.sh|Qwen3-14B-Base: 80/20, off-policy"
+)
+
+usage() {
+    sed -n '4,7s/^#  *//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+recipe_of() {
+    local entry
+    for entry in "${TABLE1[@]}"; do
+        if [[ ${entry%%|*} == "$1" ]]; then
+            entry=${entry#*|}
+            printf '%s\n' "${entry%%|*}"
+            return 0
+        fi
+    done
+    echo "table1.sh: unknown run '$1' (see: bash examples/table1.sh list)" >&2
+    return 1
+}
+
+list() {
+    local entry name recipe row
+    printf '%-22s %-60s %s\n' NAME RECIPE "PAPER ROW (Table 1)"
+    for entry in "${TABLE1[@]}"; do
+        IFS='|' read -r name recipe row <<<"$entry"
+        printf '%-22s %-60s %s\n' "$name" "examples/$recipe" "$row"
+    done
+}
+
+run() {
+    local -a names=() overrides=()
+    while (($#)); do
+        if [[ $1 == -- ]]; then
+            shift
+            overrides=("$@")
+            break
+        fi
+        names+=("$1")
+        shift
+    done
+    ((${#names[@]})) || usage
+    if [[ ${names[*]} == all ]]; then
+        names=()
+        local entry
+        for entry in "${TABLE1[@]}"; do
+            names+=("${entry%%|*}")
+        done
+    fi
+    local -a recipes=()
+    local name
+    for name in "${names[@]}"; do # check every name before launching anything
+        recipes+=("$(recipe_of "$name")")
+    done
+    local i
+    for i in "${!names[@]}"; do
+        echo "=== table1.sh: ${names[i]} (examples/${recipes[i]})" >&2
+        env -u EXP_NAME -u CKPTS_DIR -u MODEL_PATH bash "$HERE/${recipes[i]}" "${overrides[@]}"
+    done
+}
+
+case ${1:-} in
+    list) list ;;
+    run)
+        shift
+        run "$@"
+        ;;
+    *) usage ;;
+esac
