@@ -53,20 +53,22 @@ lpreg_hydra_list() {
 }
 
 # Runs the command given (python3 -m verl_lpreg.main_ppo ...): through `ray job submit` when
-# RAY_ADDRESS is set, directly otherwise. Adds --resolve to a --cfg request.
+# RAY_ADDRESS is set, directly otherwise. Hydra's informational flags (--cfg, --help, --info)
+# always run here, and a --cfg request gets --resolve.
 lpreg_submit() {
     local -a cmd=("$@")
-    local arg want_cfg=0 has_resolve=0
+    local arg want_cfg=0 has_resolve=0 local_only=0
     for arg in "$@"; do
         case $arg in
-            --cfg | --cfg=* | -c) want_cfg=1 ;;
+            --cfg | --cfg=* | -c) want_cfg=1 local_only=1 ;;
+            --help | -h | --hydra-help | --info | --info=*) local_only=1 ;;
             --resolve) has_resolve=1 ;;
         esac
     done
     if ((want_cfg && !has_resolve)); then
         cmd+=(--resolve)
     fi
-    if [[ -z ${RAY_ADDRESS:-} ]]; then
+    if [[ -z ${RAY_ADDRESS:-} ]] || ((local_only)); then
         "${cmd[@]}"
         return
     fi

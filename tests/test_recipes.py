@@ -218,6 +218,23 @@ def test_ray_address_submits_a_ray_job(tmp_path):
     assert "trainer.nnodes=8" in argv and "trainer.n_gpus_per_node=8" in argv
 
 
+def test_cfg_request_runs_locally_and_resolved(tmp_path):
+    """`--cfg job` never goes to Ray (it only prints) and gets hydra's --resolve."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, tag in (("ray", "RAY"), ("python3", "PYTHON")):
+        (bin_dir / name).write_text(f'#!/usr/bin/env bash\necho {tag}; printf "%s\\n" "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    env = _recipe_env(tmp_path)
+    env.update(RAY_ADDRESS="http://head:8265", PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    recipe = EXAMPLES / "baselines" / "run_qwen3_14b_grpo_onpolicy.sh"
+    proc = _run(["bash", str(recipe), "--cfg", "job"], env, tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = proc.stdout.splitlines()
+    assert argv[0] == "PYTHON" and argv[1:3] == ["-m", "verl_lpreg.main_ppo"]
+    assert argv[-3:] == ["--cfg", "job", "--resolve"]
+
+
 def test_hydra_list_helper(tmp_path):
     script = (
         f'EXP_NAME=x MODEL_PATH=m source "{EXAMPLES / "common.sh"}"; '
