@@ -36,15 +36,14 @@ import verl_lpreg  # noqa: E402
 from verl_lpreg import lp_reg_policy_loss, min_p_proxy_log_prob  # noqa: E402
 from verl_lpreg.cpu import CPU_OVERRIDES  # noqa: E402
 from verl_lpreg.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.config import LpRegConfig  # noqa: E402
 from verl_lpreg.verl_integration import (  # noqa: E402
-    _REQUEST_MIN_P,
-    _REQUEST_MODE,
-    _REQUEST_SOFT,
     HIGH_ENTROPY_MASK_FIELD,
     MARGIN_FIELD,
     PROXY_FIELD,
     extended_ppo_loss,
     proxy_fields,
+    proxy_request,
 )
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
@@ -119,7 +118,7 @@ def rollout_batch(seed=0):
 
 def compute_old_log_prob(worker, batch, *, proxy=True):
     data = batch.clone()
-    request = {_REQUEST_MIN_P: MIN_P, _REQUEST_MODE: "minp", _REQUEST_SOFT: False} if proxy else {}
+    request = proxy_request(LpRegConfig(min_p=MIN_P)) if proxy else {}
     tu.assign_non_tensor(data, temperature=1.0, calculate_entropy=True, compute_loss=False, **request)
     output = worker.compute_log_prob(data)
     output["response_mask"] = batch["response_mask"]

@@ -90,7 +90,12 @@ def policy_loss_group(policy_loss, name: str, group_cls: type):
         return group_cls()
     if isinstance(group, group_cls):
         return group
-    return group_cls(**{k: v for k, v in dict(group).items() if k != "_target_"})
+    from verl.utils.config import omega_conf_to_dataclass
+
+    # verl's structured conversion (typed like the dataclass, unknown keys rejected by name);
+    # without _target_, which would send it through hydra's instantiate and wrap our errors.
+    fields = {k: v for k, v in dict(group).items() if k != "_target_"}
+    return omega_conf_to_dataclass(fields, dataclass_type=group_cls)
 
 
 # Renders a chat list as the concatenation of its messages' contents: the data then holds the

@@ -44,7 +44,6 @@ _ENGINE_MARGIN_FIELD = "lp_reg_proxy_margin_seq"
 _REQUEST_MIN_P = "lp_reg_proxy_min_p"
 _REQUEST_MODE = "lp_reg_proxy_mode"
 _REQUEST_SOFT = "lp_reg_proxy_soft"
-_REQUEST_KEYS = (_REQUEST_MIN_P, _REQUEST_MODE, _REQUEST_SOFT)
 # Loss modes that need an extra per-token tensor, and the batch field that carries it.
 EXTRA_LOSS_INPUTS = {"lp_reg": PROXY_FIELD, "high_entropy": HIGH_ENTROPY_MASK_FIELD}
 
@@ -52,6 +51,11 @@ _loss_inputs: ContextVar[dict | None] = ContextVar("verl_lpreg_loss_inputs", def
 
 
 # --------------------------------------------------------------------------- engine
+
+
+def proxy_request(lp_reg: LpRegConfig) -> dict[str, Any]:
+    """Non-tensor entries that ask :class:`LpRegFSDPEngine` for the proxy of ``lp_reg``'s filter."""
+    return {_REQUEST_MIN_P: lp_reg.min_p, _REQUEST_MODE: lp_reg.proxy_mode, _REQUEST_SOFT: lp_reg.soft}
 
 
 def _proxy_request(micro_batch) -> dict | None:
@@ -251,8 +255,18 @@ def register_losses() -> None:
 
 def check_config(config) -> None:
     """Refuse, before any worker starts, the runs that cannot compute what the loss needs."""
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
     actor = config.actor_rollout_ref.actor
     loss_mode = actor.policy_loss.get("loss_mode", "vanilla")
+    if loss_mode not in POLICY_LOSS_REGISTRY:
+        from verl_lpreg.plugin import REGISTRATION_ERROR
+
+        why = f" (verl-lpreg failed to register: {REGISTRATION_ERROR})" if REGISTRATION_ERROR else ""
+        raise ValueError(
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r} is not a registered policy loss{why}; "
+            f"allowed: {', '.join(sorted(POLICY_LOSS_REGISTRY))}"
+        )
     if loss_mode == "lp_reg":
         policy_loss_group(actor.policy_loss, "lp_reg", LpRegConfig)
         rollout_corr = config.algorithm.get("rollout_correction", None)
@@ -301,16 +315,11 @@ def _build_trainer_class():
         def _compute_old_log_prob(self, batch, metrics):
             if self._loss_mode != "lp_reg":
                 return super()._compute_old_log_prob(batch, metrics)
-            request = {
-                _REQUEST_MIN_P: self._lp_reg.min_p,
-                _REQUEST_MODE: self._lp_reg.proxy_mode,
-                _REQUEST_SOFT: self._lp_reg.soft,
-            }
-            batch.extra_info.update(request)
+            batch.extra_info.update(proxy_request(self._lp_reg))
             try:
                 batch = super()._compute_old_log_prob(batch, metrics)
             finally:
-                for key in _REQUEST_KEYS:
+                for key in proxy_request(self._lp_reg):
                     batch.extra_info.pop(key, None)
             if _ENGINE_PROXY_FIELD not in (batch.fields or []):
                 raise RuntimeError(
@@ -448,6 +457,7 @@ __all__ = [
     "extended_ppo_loss",
     "minp_log_threshold",
     "proxy_fields",
+    "proxy_request",
     "register_all",
     "register_engine",
     "register_losses",
