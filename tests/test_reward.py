@@ -90,6 +90,8 @@ def test_values_are_scalars_or_strings_and_bad_inputs_never_raise():
         assert out["reason"] in reward.REASONS
     assert compute_score("x", "\\boxed{1}", None)["reason"] == "error"
     assert compute_score(None, "\\boxed{1}", 1)["reason"] == "correct"  # non-string ground truth
+    assert compute_score("x", "\\boxed{3, 5}", np.array(["5", "3"]))["reason"] == "correct"  # list of answers
+    assert compute_score("x", "\\boxed{3}", [])["reason"] == "error"
 
 
 def test_multi_answer_encoding_round_trips_and_matches_data_prep():

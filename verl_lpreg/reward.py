@@ -58,6 +58,7 @@ import time
 
 __all__ = [
     "MULTI_ANSWER_SEP",
+    "REASONS",
     "compute_score",
     "encode_multi_answer",
     "last_boxed",
@@ -428,15 +429,21 @@ def compute_score(
     averages the numbers per data source and skips the strings); ``reason`` is one of
     :data:`REASONS`. Returns within about ``timeout_s`` seconds of verification time (plus
     waiting for a free worker, and a worker's start-up on the first calls) and never raises.
-    ``data_source``, ``extra_info`` and other keywords from verl are accepted and unused:
-    every benchmark is scored the same way.
+    ``ground_truth`` is a string (several answers joined by :data:`MULTI_ANSWER_SEP`) or a
+    list of answers. ``data_source``, ``extra_info`` and other keywords from verl are accepted
+    and unused: every benchmark is scored the same way.
     """
     _count("calls")
     try:
         pred = last_boxed(solution_str or "")
         if pred is None:
             return _result("no_boxed", "")
-        gold = str(ground_truth if ground_truth is not None else "").strip()
+        if hasattr(ground_truth, "tolist"):  # numpy value from a verl batch
+            ground_truth = ground_truth.tolist()
+        if isinstance(ground_truth, (list, tuple)):
+            gold = encode_multi_answer(ground_truth) if ground_truth else ""
+        else:
+            gold = str(ground_truth if ground_truth is not None else "").strip()
         if not gold:
             logger.warning("empty ground truth for data_source=%r; scoring 0", data_source)
             return _result("error", pred)
