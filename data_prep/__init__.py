@@ -8,8 +8,6 @@ from data_prep import aime24, aime25, dapo_math, math500, minerva, olympiadbench
 from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, DataPrepError, prepare
 
 #: CLI name -> :class:`data_prep.core.DatasetSpec`, in the order ``all`` builds them.
-DATASETS = {
-    m.SPEC.name: m.SPEC for m in (dapo_math, aime24, aime25, math500, minerva, olympiadbench)
-}
+DATASETS = {m.SPEC.name: m.SPEC for m in (dapo_math, aime24, aime25, math500, minerva, olympiadbench)}
 
-__all__ = ["DATASETS", "DataPrepError", "PASSTHROUGH_CHAT_TEMPLATE", "prepare"]
+__all__ = ["DATASETS", "PASSTHROUGH_CHAT_TEMPLATE", "DataPrepError", "prepare"]

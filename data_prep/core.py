@@ -42,15 +42,15 @@ from dataclasses import dataclass, field
 __all__ = [
     "BOXED_INSTRUCTION",
     "DATA_SOURCES",
-    "DataPrepError",
-    "DatasetSpec",
-    "Example",
     "MULTI_ANSWER_SEP",
     "OUTPUT_SCHEMA_FIELDS",
     "PASSTHROUGH_CHAT_TEMPLATE",
     "R1_PREFIX",
     "R1_SUFFIX",
     "TEMPLATES",
+    "DataPrepError",
+    "DatasetSpec",
+    "Example",
     "encode_answers",
     "prepare",
     "render_prompt",
@@ -349,8 +349,9 @@ class Report:
         return "; ".join(parts)
 
 
-def prepare(spec: DatasetSpec, output: str, source: str | None = None, limit: int | None = None,
-            template: str = "r1", log=None) -> Report:
+def prepare(
+    spec: DatasetSpec, output: str, source: str | None = None, limit: int | None = None, template: str = "r1", log=None
+) -> Report:
     """Read ``source`` (default: the spec's Hub id), build verl rows, write ``output``.
 
     Raises :class:`DataPrepError` for a bad source, missing column, or no usable row; in that

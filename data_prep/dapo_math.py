@@ -23,12 +23,7 @@ DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 
 def strip_wrapper(text: str) -> str:
     """The bare problem: DAPO's prefix and suffix removed where present, whitespace trimmed."""
-    text = text.strip()
-    if text.startswith(DAPO_PREFIX.strip()):
-        text = text[len(DAPO_PREFIX.strip()):]
-    if text.endswith(DAPO_SUFFIX.strip()):
-        text = text[: -len(DAPO_SUFFIX.strip())]
-    return text.strip()
+    return text.strip().removeprefix(DAPO_PREFIX.strip()).removesuffix(DAPO_SUFFIX.strip()).strip()
 
 
 def _problem_text(prompt) -> str:

@@ -30,17 +30,30 @@ def test_protocol_is_the_papers():
 
 
 def test_score_fixture_responses(tmp_path, capsys):
-    files = [_to_parquet(FIXTURES / "evaluate" / f"{n}_responses.jsonl", tmp_path / f"{n}.parquet")
-             for n in ("aime24", "math500", "olympiadbench")]
+    files = [
+        _to_parquet(FIXTURES / "evaluate" / f"{n}_responses.jsonl", tmp_path / f"{n}.parquet")
+        for n in ("aime24", "math500", "olympiadbench")
+    ]
     out = tmp_path / "results"
     assert main(["score", "--responses", *files, "--output", str(out), "--workers", "2"]) == 0
     summary = json.loads((out / "results.json").read_text())
     # aime24: problem 1 right in 2 of 4 samples (\frac{2}{2} = 1), problem 2 never: avg@4 25, pass@4 50
-    assert summary["aime24"] == {"accuracy": 25.0, "n_problems": 2, "n_samples": 4, "n_responses": 8,
-                                 "pass@4": 50.0, "timeouts": 0}
+    assert summary["aime24"] == {
+        "accuracy": 25.0,
+        "n_problems": 2,
+        "n_samples": 4,
+        "n_responses": 8,
+        "pass@4": 50.0,
+        "timeouts": 0,
+    }
     # math500: (3, pi/2) == \left( 3, \frac{\pi}{2} \right), 0.5 == \frac12, 5 != 4
-    assert summary["math500"] == {"accuracy": pytest.approx(200 / 3, abs=1e-3), "n_problems": 3, "n_samples": 1,
-                                  "n_responses": 3, "timeouts": 0}
+    assert summary["math500"] == {
+        "accuracy": pytest.approx(200 / 3, abs=1e-3),
+        "n_problems": 3,
+        "n_samples": 1,
+        "n_responses": 3,
+        "timeouts": 0,
+    }
     # olympiadbench: "5, 3" matches the two-answer ground truth "3 ||| 5"; "(2,1)" is half of a set
     assert summary["olympiadbench"]["accuracy"] == 50.0 and "pass@1" not in summary["olympiadbench"]
     assert summary["average"] == pytest.approx((25.0 + 200 / 3 + 50.0) / 3, abs=1e-3)
@@ -84,7 +97,9 @@ def test_prompts_are_rendered_as_in_training(tiny_model, tmp_path):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     r1, chat = tmp_path / "r1.parquet", tmp_path / "chat.parquet"
     prepare(DATASETS["math500"], str(r1), source=str(FIXTURES / "data_prep" / "math500.jsonl"), limit=1)
-    prepare(DATASETS["math500"], str(chat), source=str(FIXTURES / "data_prep" / "math500.jsonl"), limit=1, template="chat")
+    prepare(
+        DATASETS["math500"], str(chat), source=str(FIXTURES / "data_prep" / "math500.jsonl"), limit=1, template="chat"
+    )
     r1_row, chat_row = pq.read_table(r1).to_pylist()[0], pq.read_table(chat).to_pylist()[0]
     assert row_template(r1_row, None) == "r1" and row_template(chat_row, None) == "chat"
     no_tag = {**r1_row, "extra_info": {}}
@@ -105,8 +120,22 @@ def test_generate_with_tiny_model_on_cpu_then_score(tiny_model, tmp_path, capsys
     prepare(DATASETS["aime24"], str(aime), source=str(FIXTURES / "data_prep" / "aime24.jsonl"))
     prepare(DATASETS["math500"], str(math), source=str(FIXTURES / "data_prep" / "math500.jsonl"), template="chat")
     gen = tmp_path / "gen"
-    argv = ["generate", "--model", tiny_model, "--data", str(aime), str(math), "--output-dir", str(gen),
-            "--backend", "hf", "--max-new-tokens", "6", "--limit", "2"]
+    argv = [
+        "generate",
+        "--model",
+        tiny_model,
+        "--data",
+        str(aime),
+        str(math),
+        "--output-dir",
+        str(gen),
+        "--backend",
+        "hf",
+        "--max-new-tokens",
+        "6",
+        "--limit",
+        "2",
+    ]
     assert main(argv) == 0
 
     aime_out = pq.read_table(gen / "aime24.parquet")
@@ -129,8 +158,19 @@ def test_generate_with_tiny_model_on_cpu_then_score(tiny_model, tmp_path, capsys
     assert main(argv[:7] + [str(again)] + argv[8:]) == 0  # greedy is deterministic
     assert pq.read_table(again / "math500.parquet").to_pylist() == math_rows
 
-    assert main(["score", "--responses", str(gen / "aime24.parquet"), str(gen / "math500.parquet"),
-                 "--output", str(tmp_path / "res")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--responses",
+                str(gen / "aime24.parquet"),
+                str(gen / "math500.parquet"),
+                "--output",
+                str(tmp_path / "res"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "res" / "results.json").read_text())
     assert summary["aime24"]["n_samples"] == 16 and "pass@16" in summary["aime24"]
     assert summary["math500"]["n_problems"] == 2 and summary["math500"]["n_samples"] == 1
@@ -140,6 +180,8 @@ def test_generate_with_tiny_model_on_cpu_then_score(tiny_model, tmp_path, capsys
 def test_generate_refuses_to_overwrite_its_input(tmp_path, tiny_model, capsys):
     data = tmp_path / "aime24.parquet"
     prepare(DATASETS["aime24"], str(data), source=str(FIXTURES / "data_prep" / "aime24.jsonl"))
-    assert main(["generate", "--model", tiny_model, "--data", str(data), "--output-dir", str(tmp_path),
-                 "--backend", "hf"]) == 2
+    assert (
+        main(["generate", "--model", tiny_model, "--data", str(data), "--output-dir", str(tmp_path), "--backend", "hf"])
+        == 2
+    )
     assert "would overwrite the input" in capsys.readouterr().err

@@ -183,7 +183,11 @@ def test_verl_reward_loop_calls_the_custom_function(tmp_path):
         responses[i, : len(seq)] = torch.tensor(seq)
         attention[i, plen : plen + len(seq)] = 1
     data = DataProto.from_dict(
-        tensors={"prompts": torch.zeros(len(ids), plen, dtype=torch.long), "responses": responses, "attention_mask": attention},
+        tensors={
+            "prompts": torch.zeros(len(ids), plen, dtype=torch.long),
+            "responses": responses,
+            "attention_mask": attention,
+        },
         non_tensors={
             "data_source": np.array(sources, dtype=object),
             "reward_model": np.array([{"style": "rule", "ground_truth": g} for g in gts], dtype=object),

@@ -66,8 +66,13 @@ PROTOCOL = {
     "olympiadbench": GREEDY,
 }
 #: Table-1 columns: (data_source, header).
-TABLE_COLUMNS = (("aime24", "AIME24"), ("aime25", "AIME25"), ("math500", "MATH-500"),
-                 ("minerva", "Minerva"), ("olympiadbench", "Olympiad"))
+TABLE_COLUMNS = (
+    ("aime24", "AIME24"),
+    ("aime25", "AIME25"),
+    ("math500", "MATH-500"),
+    ("minerva", "Minerva"),
+    ("olympiadbench", "Olympiad"),
+)
 METADATA_KEY = b"verl_lpreg.generation"
 
 
@@ -168,7 +173,9 @@ class _HFBackend:
         self.seed = seed
         self.batch_size = batch_size
 
-    def generate(self, tokenizer, prompt_ids: list[list[int]], spec: SamplingSpec, max_new_tokens: int) -> list[list[str]]:
+    def generate(
+        self, tokenizer, prompt_ids: list[list[int]], spec: SamplingSpec, max_new_tokens: int
+    ) -> list[list[str]]:
         from transformers import GenerationConfig
 
         torch = self.torch
@@ -214,7 +221,9 @@ class _VLLMBackend:
 
         self.llm = LLM(model=model_path, seed=seed, tensor_parallel_size=tensor_parallel_size)
 
-    def generate(self, tokenizer, prompt_ids: list[list[int]], spec: SamplingSpec, max_new_tokens: int) -> list[list[str]]:
+    def generate(
+        self, tokenizer, prompt_ids: list[list[int]], spec: SamplingSpec, max_new_tokens: int
+    ) -> list[list[str]]:
         from vllm import SamplingParams
 
         params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_new_tokens)
@@ -222,9 +231,18 @@ class _VLLMBackend:
         return [[c.text for c in o.outputs] for o in outputs]
 
 
-def generate(model: str, data: list[str], output_dir: str, backend: str | None = None, max_new_tokens: int = 8192,
-             limit: int | None = None, template: str | None = None, seed: int = 0, batch_size: int = 8,
-             tensor_parallel_size: int = 1) -> list[str]:
+def generate(
+    model: str,
+    data: list[str],
+    output_dir: str,
+    backend: str | None = None,
+    max_new_tokens: int = 8192,
+    limit: int | None = None,
+    template: str | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    tensor_parallel_size: int = 1,
+) -> list[str]:
     """Write ``<output_dir>/<input name>`` for each file of ``data``; returns the paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -241,8 +259,9 @@ def generate(model: str, data: list[str], output_dir: str, backend: str | None =
         raise EvaluateError("two --data files have the same name; give them distinct names")
     backend = backend or _default_backend()
     tokenizer = AutoTokenizer.from_pretrained(model)
-    engine = (_VLLMBackend(model, seed, tensor_parallel_size) if backend == "vllm"
-              else _HFBackend(model, seed, batch_size))
+    engine = (
+        _VLLMBackend(model, seed, tensor_parallel_size) if backend == "vllm" else _HFBackend(model, seed, batch_size)
+    )
 
     for path, out_path in zip(data, outputs):
         table = tables[path]
@@ -263,9 +282,17 @@ def generate(model: str, data: list[str], output_dir: str, backend: str | None =
             for i, texts in zip(idx, engine.generate(tokenizer, [prompt_ids[i] for i in idx], spec, max_new_tokens)):
                 responses[i] = texts
         result = table.append_column("responses", pa.array(responses, type=pa.list_(pa.string())))
-        meta = {"model": model, "backend": backend, "max_new_tokens": max_new_tokens, "seed": seed,
-                "data": path, "sampling": settings}
-        result = result.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()})
+        meta = {
+            "model": model,
+            "backend": backend,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "data": path,
+            "sampling": settings,
+        }
+        result = result.replace_schema_metadata(
+            {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()}
+        )
         _write_atomic(out_path, lambda tmp, t=result: pq.write_table(t, tmp))
         n = sum(len(r) for r in responses)
         print(f"{path}: {len(rows)} problems, {n} responses -> {out_path}")
@@ -351,7 +378,10 @@ def results_table(summary: dict) -> str:
     header = [h for _, h in columns] + ["Avg."]
     cells = [f"{summary[s]['accuracy']:.2f}" if s in summary else "-" for s, _ in columns]
     cells.append(f"{summary['average']:.2f}")
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(cells) + " |"]) + "\n"
+    return (
+        "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(cells) + " |"])
+        + "\n"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -366,7 +396,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True, help="HF checkpoint directory (or hub id)")
     g.add_argument("--data", nargs="+", required=True, help="benchmark parquet files from data_prep")
     g.add_argument("--output-dir", required=True)
-    g.add_argument("--backend", choices=("vllm", "hf"), help="default: vllm if importable and CUDA is available, else hf")
+    g.add_argument(
+        "--backend", choices=("vllm", "hf"), help="default: vllm if importable and CUDA is available, else hf"
+    )
     g.add_argument("--max-new-tokens", type=int, default=8192)
     g.add_argument("--limit", type=int, help="first N problems of each file")
     g.add_argument("--template", choices=("r1", "chat"), help="override the rows' extra_info.template")
@@ -385,9 +417,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "generate":
-            generate(args.model, args.data, args.output_dir, backend=args.backend, max_new_tokens=args.max_new_tokens,
-                     limit=args.limit, template=args.template, seed=args.seed, batch_size=args.batch_size,
-                     tensor_parallel_size=args.tensor_parallel_size)
+            generate(
+                args.model,
+                args.data,
+                args.output_dir,
+                backend=args.backend,
+                max_new_tokens=args.max_new_tokens,
+                limit=args.limit,
+                template=args.template,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                tensor_parallel_size=args.tensor_parallel_size,
+            )
         else:
             score(args.responses, args.output, workers=args.workers, timeout_s=args.timeout)
     except EvaluateError as e:

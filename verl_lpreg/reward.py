@@ -381,7 +381,7 @@ def _get_pool(num_workers: int | None) -> _Pool:
     global _pool
     with _pool_lock:
         if _pool is None or _pool.pid != os.getpid():  # after fork: never touch the parent's
-            size = num_workers or int(os.environ.get("VERL_LPREG_REWARD_WORKERS", 0)) or min(4, os.cpu_count() or 1)
+            size = num_workers or int(os.environ.get("VERL_LPREG_REWARD_WORKERS", "0")) or min(4, os.cpu_count() or 1)
             _pool = _Pool(max(1, int(size)))
         return _pool
 

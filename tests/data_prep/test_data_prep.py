@@ -84,7 +84,9 @@ def test_r1_prompt_is_the_reference_text_and_chat_prompt_is_plain(tmp_path):
     prepare(DATASETS["aime24"], str(chat), source=str(FIXTURES / "aime24.jsonl"), template="chat")
     problem = _jsonl("aime24.jsonl")[0]["problem"]
     r1_text = _rows(r1)[0]["prompt"][0]["content"]
-    assert r1_text.startswith("A conversation between User and Assistant. The user asks a question, and the Assistant solves it.")
+    assert r1_text.startswith(
+        "A conversation between User and Assistant. The user asks a question, and the Assistant solves it."
+    )
     assert f"User: {problem}\n" in r1_text and "\\boxed{}" in r1_text
     assert r1_text.endswith("Assistant: Let me solve this step by step.\n<think>")
     chat_rows = _rows(chat)
@@ -101,7 +103,9 @@ def test_passthrough_chat_template_renders_the_content_verbatim(tmp_path):
     out = tmp_path / "a.parquet"
     prepare(DATASETS["aime24"], str(out), source=str(FIXTURES / "aime24.jsonl"))
     messages = _rows(out)[0]["prompt"]
-    text = tok.apply_chat_template(messages, chat_template=PASSTHROUGH_CHAT_TEMPLATE, add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        messages, chat_template=PASSTHROUGH_CHAT_TEMPLATE, add_generation_prompt=True, tokenize=False
+    )
     assert text == messages[0]["content"]
     assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) != text  # ChatML differs
 
@@ -120,7 +124,9 @@ def test_dapo_raw_strips_wrapper_and_dedups_stably(tmp_path, capsys):
         bare = text[len(DAPO_PREFIX) : -len(DAPO_SUFFIX)]
         if bare not in [b for b, _, _ in first_seen]:
             first_seen.append((bare, r["reward_model"]["ground_truth"], r["extra_info"]["index"]))
-    assert [(r["extra_info"]["problem"], r["reward_model"]["ground_truth"], r["extra_info"]["source_id"]) for r in rows] == first_seen
+    assert [
+        (r["extra_info"]["problem"], r["reward_model"]["ground_truth"], r["extra_info"]["source_id"]) for r in rows
+    ] == first_seen
     for r in rows:
         content = r["prompt"][0]["content"]
         assert "Answer: $Answer" not in content and "Remember to put your answer" not in content
@@ -212,14 +218,22 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["gsm8k", "--output", "X"], "unknown dataset 'gsm8k'; allowed: dapo-math-17k, aime24, aime25, math500, minerva, olympiadbench, all"),
+        (
+            ["gsm8k", "--output", "X"],
+            "unknown dataset 'gsm8k'; allowed: dapo-math-17k, aime24, aime25, math500, minerva, olympiadbench, all",
+        ),
         (["aime24", "--source", "MISSING.jsonl", "--output", "X"], "source file not found: MISSING.jsonl"),
         (["aime24", "--source", "EMPTY.jsonl", "--output", "X"], "has no rows"),
         (["aime24", "--source", "GARBAGE.jsonl", "--output", "X"], "line 1 is not valid JSON"),
         (["aime24", "--source", "GARBAGE.parquet", "--output", "X"], "cannot read source"),
-        (["math500", "--source", "@minerva", "--output", "X"], "has no column 'problem' (needed by math500); columns found: question, answer"),
-        (["dapo-math-17k", "--source", "@math500", "--output", "X"],
-         "has no column 'prompt' (needed by dapo-math-17k); columns found: problem, solution, answer, subject, level, unique_id"),
+        (
+            ["math500", "--source", "@minerva", "--output", "X"],
+            "has no column 'problem' (needed by math500); columns found: question, answer",
+        ),
+        (
+            ["dapo-math-17k", "--source", "@math500", "--output", "X"],
+            "has no column 'prompt' (needed by dapo-math-17k); columns found: problem, solution, answer, subject, level, unique_id",
+        ),
         (["aime24", "--source", "@aime24", "--output", "X", "--limit", "0"], "--limit must be >= 1"),
         (["all", "--output", "X"], "'all' takes --output-dir DIR"),
     ],
@@ -228,10 +242,16 @@ def test_cli_errors_name_the_problem_and_exit_nonzero(tmp_path, capsys, argv, me
     (tmp_path / "EMPTY.jsonl").write_text("\n")
     (tmp_path / "GARBAGE.jsonl").write_text("{not json\n")
     (tmp_path / "GARBAGE.parquet").write_bytes(b"not a parquet file")
-    subs = {"MISSING.jsonl": str(tmp_path / "MISSING.jsonl"), "EMPTY.jsonl": str(tmp_path / "EMPTY.jsonl"),
-            "GARBAGE.jsonl": str(tmp_path / "GARBAGE.jsonl"), "GARBAGE.parquet": str(tmp_path / "GARBAGE.parquet"),
-            "@math500": str(FIXTURES / "math500.jsonl"), "@minerva": str(FIXTURES / "minerva.jsonl"),
-            "@aime24": str(FIXTURES / "aime24.jsonl"), "X": str(tmp_path / "out.parquet")}
+    subs = {
+        "MISSING.jsonl": str(tmp_path / "MISSING.jsonl"),
+        "EMPTY.jsonl": str(tmp_path / "EMPTY.jsonl"),
+        "GARBAGE.jsonl": str(tmp_path / "GARBAGE.jsonl"),
+        "GARBAGE.parquet": str(tmp_path / "GARBAGE.parquet"),
+        "@math500": str(FIXTURES / "math500.jsonl"),
+        "@minerva": str(FIXTURES / "minerva.jsonl"),
+        "@aime24": str(FIXTURES / "aime24.jsonl"),
+        "X": str(tmp_path / "out.parquet"),
+    }
     argv = [subs.get(a, a) for a in argv]
     message = message.replace("MISSING.jsonl", subs["MISSING.jsonl"])
     assert main(argv) == 2
@@ -243,8 +263,21 @@ def test_cli_errors_name_the_problem_and_exit_nonzero(tmp_path, capsys, argv, me
 def test_cli_end_to_end_prints_the_row_count(tmp_path):
     out = tmp_path / "m.parquet"
     proc = subprocess.run(
-        [sys.executable, "-m", "data_prep", "math500", "--source", str(FIXTURES / "math500.jsonl"), "--output", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "data_prep",
+            "math500",
+            "--source",
+            str(FIXTURES / "math500.jsonl"),
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"math500: wrote 3 rows to {out}" in proc.stdout
