@@ -52,19 +52,27 @@ lpreg_hydra_list() {
     printf '[%s]' "$out"
 }
 
-# Runs the command given (python3 -m verl_lpreg.main_ppo ...): through `ray job submit` when
-# RAY_ADDRESS is set, directly otherwise. Hydra's informational flags (--cfg, --help, --info)
-# always run here, and a --cfg request gets --resolve.
+# Runs `python3 -m <module> ARGS...`: through `ray job submit` when RAY_ADDRESS is set,
+# directly otherwise. Hydra's informational flags (--cfg, --help, --info) always run here, and
+# a --cfg request gets --resolve. Hydra takes its overrides before its flags, so the overrides
+# (key=value, +key=..., ~key) are moved in front of the flags and their values, order kept.
 lpreg_submit() {
-    local -a cmd=("$@")
+    local -a cmd=("$1" "$2" "$3") overrides=() flags=()
+    shift 3
     local arg want_cfg=0 has_resolve=0 local_only=0
     for arg in "$@"; do
+        case $arg in
+            -*) flags+=("$arg") ;;
+            *=* | [~+]*) overrides+=("$arg") ;;
+            *) flags+=("$arg") ;;
+        esac
         case $arg in
             --cfg | --cfg=* | -c) want_cfg=1 local_only=1 ;;
             --help | -h | --hydra-help | --info | --info=*) local_only=1 ;;
             --resolve) has_resolve=1 ;;
         esac
     done
+    cmd+=("${overrides[@]}" "${flags[@]}")
     if ((want_cfg && !has_resolve)); then
         cmd+=(--resolve)
     fi

@@ -228,11 +228,12 @@ def test_cfg_request_runs_locally_and_resolved(tmp_path):
     env = _recipe_env(tmp_path)
     env.update(RAY_ADDRESS="http://head:8265", PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
     recipe = EXAMPLES / "baselines" / "run_qwen3_14b_grpo_onpolicy.sh"
-    proc = _run(["bash", str(recipe), "--cfg", "job"], env, tmp_path, timeout=60)
+    proc = _run(["bash", str(recipe), "--cfg", "job", "trainer.total_epochs=1", "~trainer.logger"], env, tmp_path, 60)
     assert proc.returncode == 0, proc.stderr
     argv = proc.stdout.splitlines()
     assert argv[0] == "PYTHON" and argv[1:3] == ["-m", "verl_lpreg.main_ppo"]
-    assert argv[-3:] == ["--cfg", "job", "--resolve"]
+    # hydra wants its overrides first: the user's come last among them, then the flags
+    assert argv[-5:] == ["trainer.total_epochs=1", "~trainer.logger", "--cfg", "job", "--resolve"]
 
 
 def test_hydra_list_helper(tmp_path):
