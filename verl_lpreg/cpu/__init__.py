@@ -36,9 +36,9 @@ if verl.__version__ != SUPPORTED_VERL_VERSION:
 os.environ.setdefault("VERL_PLATFORM", "cpu")
 os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
 
+# Register the platform before importing anything that may resolve it (verl/workers/** calls
+# get_platform() at import time, e.g. verl/workers/engine/fsdp/transformer_impl.py:89).
 from verl.plugin.platform import platform_manager as _pm  # noqa: E402
-from verl.workers.rollout import base as _rollout_base  # noqa: E402
-from verl.workers.rollout.replica import RolloutReplicaRegistry  # noqa: E402
 
 from .platform import PlatformCPU  # noqa: E402  (registers "cpu")
 
@@ -47,6 +47,9 @@ from .platform import PlatformCPU  # noqa: E402  (registers "cpu")
 if _pm._current_platform is not None and os.environ.get("VERL_PLATFORM") == "cpu":
     if not isinstance(_pm._current_platform, PlatformCPU):
         _pm.set_platform(PlatformCPU())
+
+from verl.workers.rollout import base as _rollout_base  # noqa: E402
+from verl.workers.rollout.replica import RolloutReplicaRegistry  # noqa: E402
 
 
 def _load_hf_replica():
@@ -91,6 +94,19 @@ def _patch_process_group_backend() -> None:
 
 
 _patch_process_group_backend()
+
+
+def _retry_lp_reg_registration() -> None:
+    """``import verl_lpreg.cpu`` runs ``verl_lpreg/__init__.py`` first, which loads
+    ``verl_lpreg.plugin``; in a Ray worker that happens inside ``import verl`` with
+    ``VERL_PLATFORM=cpu`` set but "cpu" not registered yet, so its registration fails
+    ("Unknown platform 'cpu'"). Now that the platform exists, run it again (it is idempotent)."""
+    plugin = sys.modules.get("verl_lpreg.plugin")
+    if plugin is not None and getattr(plugin, "REGISTRATION_ERROR", None) and hasattr(plugin, "_register"):
+        plugin._register()
+
+
+_retry_lp_reg_registration()
 
 
 #: Hydra overrides for verl's ``ppo_trainer`` config that a CPU run needs (one process, one "GPU").

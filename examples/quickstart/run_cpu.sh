@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Lp-Reg quick-start on a CPU-only machine (2 cores are enough; ~5 minutes with the defaults).
+#
+#   bash examples/quickstart/run_cpu.sh                 # STEPS=20, OUT_DIR=./outputs/quickstart
+#   STEPS=3 OUT_DIR=/tmp/qs bash examples/quickstart/run_cpu.sh
+#
+# 1. builds a tiny random Qwen2 model + byte-level BPE tokenizer (verl_lpreg.tiny_model, offline);
+# 2. writes a synthetic arithmetic task in verl's parquet layout (answers in \boxed{});
+# 3. warms the model up with a short supervised pass (plain PyTorch) so that sampled answers are
+#    right only some of the time -- a random model scores 0 everywhere and GRPO learns nothing;
+# 4. runs Lp-Reg GRPO through verl 0.9.1's real main_ppo loop (v1 trainer, TransferQueue, agent
+#    loop, reward loop, FSDP2 engine) on CPU, with validation and a checkpoint, logging with
+#    verl's file logger to $OUT_DIR/metrics.jsonl; one progress line per step, a summary at the end.
+#
+# Running it again with the same OUT_DIR and a larger STEPS resumes from the last checkpoint
+# (the previous metrics.jsonl is kept as metrics.until_step<N>.jsonl).
+# Extra arguments are passed to main_ppo as hydra overrides.
+#
+# Env: STEPS (20), OUT_DIR (./outputs/quickstart), PYTHON (python3), LOSS_MODE (lp_reg; vanilla =
+# plain GRPO), LR (5e-4), BATCH (8 prompts/step), N (8 samples/prompt), WARMUP_STEPS (300),
+# TEST_FREQ (5), SAVE_FREQ (10), NEG_FRACTION (0.01, rho), SEED (0).
+set -euo pipefail
+
+STEPS="${STEPS:-20}"
+OUT_DIR="${OUT_DIR:-./outputs/quickstart}"
+PYTHON="${PYTHON:-python3}"
+LOSS_MODE="${LOSS_MODE:-lp_reg}"
+LR="${LR:-5e-4}"
+BATCH="${BATCH:-8}"
+N="${N:-8}"
+WARMUP_STEPS="${WARMUP_STEPS:-300}"
+TEST_FREQ="${TEST_FREQ:-5}"
+SAVE_FREQ="${SAVE_FREQ:-10}"
+NEG_FRACTION="${NEG_FRACTION:-0.01}"
+SEED="${SEED:-0}"
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+MODEL_DIR="$OUT_DIR/model"
+DATA_DIR="$OUT_DIR/data"
+CKPT_DIR="$OUT_DIR/checkpoints"
+METRICS="$OUT_DIR/metrics.jsonl"
+LOG="$OUT_DIR/train.log"
+
+# Ray workers must import verl_lpreg even when the package is not pip-installed.
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# Loaded by verl/__init__.py in the driver and in every Ray worker: CPU platform + "hf" rollout.
+export VERL_USE_EXTERNAL_MODULES="verl_lpreg.cpu${VERL_USE_EXTERNAL_MODULES:+,$VERL_USE_EXTERNAL_MODULES}"
+export VERL_PLATFORM=cpu
+export VERL_FILE_LOGGER_PATH="$METRICS"
+export TOKENIZERS_PARALLELISM=false
+export HYDRA_FULL_ERROR=1
+export RAY_DEDUP_LOGS=0
+export RAY_USAGE_STATS_ENABLED=0
+
+t0=$(date +%s)
+resume_step=""
+if [[ -f "$CKPT_DIR/latest_checkpointed_iteration.txt" ]]; then
+  resume_step="$(cat "$CKPT_DIR/latest_checkpointed_iteration.txt")"
+fi
+
+if [[ -z "$resume_step" ]]; then
+  echo "[1/4] tiny model + tokenizer -> $MODEL_DIR"
+  PYTHONWARNINGS=ignore "$PYTHON" -c "from verl_lpreg.tiny_model import build_tiny_model as b; print('[model]', b('$MODEL_DIR', seed=$SEED))" \
+    2>"$OUT_DIR/build_model.log" || { cat "$OUT_DIR/build_model.log" >&2; exit 1; }
+  echo "[2/4] synthetic arithmetic task -> $DATA_DIR"
+  "$PYTHON" "$HERE/make_data.py" --out_dir "$DATA_DIR" --seed "$SEED"
+  echo "[3/4] supervised warm-up ($WARMUP_STEPS steps)"
+  "$PYTHON" "$HERE/warmup_sft.py" --model "$MODEL_DIR" --data "$DATA_DIR/sft.jsonl" --steps "$WARMUP_STEPS" \
+    --seed "$SEED" 2>&1 | grep -v -e "Loading weights" -e "Writing model shards" -e "torch_dtype" || true
+  [[ -f "$MODEL_DIR/model.safetensors" ]] || { echo "warm-up failed" >&2; exit 1; }
+else
+  echo "[1-3/4] resuming from $CKPT_DIR/global_step_$resume_step (model and data kept)"
+  if [[ -f "$METRICS" ]]; then mv "$METRICS" "$OUT_DIR/metrics.until_step${resume_step}.jsonl"; fi
+fi
+rm -f "$METRICS" "$OUT_DIR/.first_metrics"
+t_prep=$(date +%s)
+
+echo "[4/4] Lp-Reg GRPO with verl main_ppo on CPU: $STEPS steps (loss_mode=$LOSS_MODE); full log: $LOG"
+ARGS=(
+  algorithm.adv_estimator=grpo
+  data.train_files="$DATA_DIR/train.parquet"
+  data.val_files="$DATA_DIR/val.parquet"
+  data.train_batch_size="$BATCH"
+  data.max_prompt_length=64
+  data.max_response_length=32
+  data.dataloader_num_workers=0
+  data.seed="$SEED"
+  actor_rollout_ref.model.path="$MODEL_DIR"
+  actor_rollout_ref.model.custom_chat_template=null
+  actor_rollout_ref.actor.optim.lr="$LR"
+  actor_rollout_ref.actor.optim.weight_decay=0
+  actor_rollout_ref.actor.ppo_mini_batch_size="$BATCH"
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$((BATCH * N))"
+  actor_rollout_ref.actor.use_kl_loss=false
+  actor_rollout_ref.actor.entropy_coeff=0
+  actor_rollout_ref.actor.policy_loss.loss_mode="$LOSS_MODE"
+  actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction="$NEG_FRACTION"
+  actor_rollout_ref.rollout.n="$N"
+  actor_rollout_ref.rollout.temperature=1.0
+  actor_rollout_ref.rollout.seed="$SEED"
+  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="$((BATCH * N))"
+  # CPU: platform, engine, rollout and Ray settings (verl_lpreg/cpu/__init__.py CPU_OVERRIDES)
+  trainer.device=cpu
+  trainer.nnodes=1
+  trainer.n_gpus_per_node=1
+  actor_rollout_ref.rollout.name=hf
+  actor_rollout_ref.rollout.tensor_model_parallel_size=1
+  actor_rollout_ref.rollout.agent.num_workers=1
+  actor_rollout_ref.actor.strategy=fsdp2
+  actor_rollout_ref.actor.fsdp_config.model_dtype=fp32
+  +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32
+  actor_rollout_ref.actor.fsdp_config.use_torch_compile=false
+  actor_rollout_ref.actor.use_torch_compile=false
+  +actor_rollout_ref.model.override_config.attn_implementation=eager
+  actor_rollout_ref.model.enable_gradient_checkpointing=false
+  transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+  ray_kwargs.ray_init.num_cpus=16
+  +ray_kwargs.ray_init.num_gpus=1
+  +ray_kwargs.ray_init.include_dashboard=false
+  reward.num_workers=1
+  # verl's sync replay buffer, polling every 50 ms instead of 2 s
+  trainer.v1.sampler.custom_sampler.path=pkg://verl_lpreg.cpu.replay_buffer
+  trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer
+  +trainer.v1.sampler.sampler_kwargs.poll_interval=0.05
+  # run
+  trainer.logger="[console,file]"
+  trainer.project_name=verl_lpreg_quickstart
+  trainer.experiment_name=cpu_"$LOSS_MODE"
+  trainer.total_training_steps="$STEPS"
+  trainer.test_freq="$TEST_FREQ"
+  trainer.save_freq="$SAVE_FREQ"
+  trainer.val_before_train=true
+  trainer.default_local_dir="$CKPT_DIR"
+  trainer.resume_mode=auto
+  trainer.max_actor_ckpt_to_keep=2
+)
+
+"$PYTHON" -m verl_lpreg.main_ppo "${ARGS[@]}" "$@" >"$LOG" 2>&1 &
+TRAIN_PID=$!
+trap 'kill "$TRAIN_PID" 2>/dev/null || true' INT TERM
+"$PYTHON" "$HERE/progress.py" follow --metrics "$METRICS" --pid "$TRAIN_PID" --steps "$STEPS" \
+  --mark "$OUT_DIR/.first_metrics" || true
+rc=0
+wait "$TRAIN_PID" || rc=$?
+t_end=$(date +%s)
+if [[ $rc -ne 0 ]]; then
+  echo "[error] training failed (exit $rc); last lines of $LOG:" >&2
+  grep -v -e "target_num_threads" "$LOG" | tail -40 >&2
+  exit "$rc"
+fi
+startup=""
+if [[ -f "$OUT_DIR/.first_metrics" ]]; then
+  startup=$("$PYTHON" -c "print(float(open('$OUT_DIR/.first_metrics').read()) - $t_prep)")
+fi
+"$PYTHON" "$HERE/progress.py" summary --metrics "$METRICS" --steps "$STEPS" --ckpt "$CKPT_DIR" \
+  --wall "$((t_end - t_prep))" ${startup:+--startup "$startup"}
+echo "[done] total wall time $((t_end - t0))s (preparation $((t_prep - t0))s); metrics: $METRICS"
