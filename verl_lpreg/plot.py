@@ -162,7 +162,10 @@ def _read_tensorboard(path: Path) -> RunLog:
     if len(event_dirs) > 1:
         listing = ", ".join(str(d) for d in event_dirs)
         raise PlotError(f"{path} holds several TensorBoard runs ({listing}); pass each run directory")
-    from tensorboard.backend.event_processing import event_accumulator
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+    except ImportError as e:  # a verl dependency, so normally there
+        raise PlotError(f"{path}: reading a TensorBoard directory needs the tensorboard package ({e})") from e
 
     acc = event_accumulator.EventAccumulator(str(event_dirs[0]), size_guidance={event_accumulator.SCALARS: 0})
     acc.Reload()
@@ -437,8 +440,11 @@ def render(figures: Sequence[FigureData], output: str | os.PathLike, *, dpi: int
 
     Uses matplotlib's object API with the Agg canvas: no display, no global pyplot state.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise PlotError(f"drawing needs matplotlib: pip install matplotlib ({e})") from e
 
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
