@@ -13,10 +13,12 @@ log-softmaxed. For the sampled token ``o`` this has the closed form
     log pi_proxy(o) = z'_o / T - log( sum_{v kept} exp(z_v / T) + n_removed * exp(f / T) )
 
 with ``z'_o = z_o`` when ``o`` is kept and ``z'_o = f`` when it was removed, ``f`` the fill
-value. So one pass for the row max (and min, for ``soft``), one masked pass for the kept
-tokens' exponentials, and a gather suffice: no copy of the logits, no full softmax. The
-reference clones the logits and runs softmax + masked fill + log_softmax over the whole
-vocabulary (``benchmarks/bench_proxy.py`` compares the two).
+value. Only the kept tokens need an exponential, and they are few. So the logits are read
+once, as blocks of :data:`BLOCK` columns: the block maxima give the row max, and only the
+blocks whose max reaches the threshold (at most one per kept token) are looked at again.
+No copy of the logits, no softmax over the vocabulary; ``fixed`` mode adds one logsumexp
+pass. The reference clones the logits and runs softmax + masked fill + log_softmax over the
+whole vocabulary (``benchmarks/bench_proxy.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ __all__ = ["PROXY_MODES", "HARD_FILL_LOGIT", "ProxyStats", "min_p_proxy_log_prob
 
 PROXY_MODES = ("minp", "fixed")
 HARD_FILL_LOGIT = -1e4
-# Rows processed at once: keeps the float temporaries of one chunk to a few MB whatever the
-# batch size, so the peak extra memory stays a small fraction of the logits.
-_CHUNK_ELEMENTS = 1 << 21
+# Rows processed at once: bounds the small per-block temporaries (and, in fixed mode only, a
+# float32 copy of the rows for the logsumexp) whatever the batch size.
+_CHUNK_ELEMENTS = 1 << 24
+# Columns per block of the one-pass filter.
+BLOCK = 64
 
 
 class ProxyStats(NamedTuple):
@@ -87,6 +91,8 @@ def min_p_proxy_stats(
     _validate(logits, token_ids, min_p, mode, temperature)
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)
+    if flat_logits.stride() != (vocab, 1):
+        flat_logits = flat_logits.contiguous()
     flat_ids = token_ids.reshape(-1).to(device=logits.device, dtype=torch.long)
     n_rows = flat_logits.shape[0]
     if isinstance(temperature, torch.Tensor):
@@ -101,41 +107,65 @@ def min_p_proxy_stats(
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         rows = flat_logits[start:stop]
-        if rows.dtype != torch.float32:
-            rows = rows.float()
         if flat_temp is not None:
             inv_t = 1.0 / flat_temp[start:stop]
         else:
             inv_t = torch.full((stop - start,), 1.0 / temperature, device=rows.device)
-        if soft:
-            row_min, row_max = torch.aminmax(rows, dim=-1)
-        else:
-            row_max = rows.amax(dim=-1)
-        if mode == "minp":
-            threshold = row_max + log_kappa
-        else:
-            threshold = torch.logsumexp(rows, dim=-1) + log_kappa
-        token_logit = rows.gather(-1, flat_ids[start:stop, None]).squeeze(-1)
-        keep = rows >= threshold[:, None]
-        n_kept = keep.sum(-1)
-        # Sum over kept tokens of exp((z_v - max) / T): only the kept entries are exponentiated.
-        kept_rows, kept_cols = keep.nonzero(as_tuple=True)
-        kept_terms = torch.exp((rows[kept_rows, kept_cols] - row_max[kept_rows]) * inv_t[kept_rows])
-        kept_sum = torch.zeros_like(row_max).index_add_(0, kept_rows, kept_terms)
-        fill = row_min if soft else torch.full_like(row_max, HARD_FILL_LOGIT)
-        # Removed tokens keep a (usually negligible) share exp(f / T) each, as in the reference;
-        # logaddexp keeps a row whose tokens were all removed (fixed mode) finite.
-        # Everything relative to the row max, as log_softmax does, so large logits lose no precision.
-        log_norm = torch.logaddexp(
-            torch.log(kept_sum),
-            torch.log((vocab - n_kept).to(torch.float32)) + (fill - row_max) * inv_t,
-        )
-        token_kept = token_logit >= threshold
-        filtered_token_logit = torch.where(token_kept, token_logit, fill)
-        proxy[start:stop] = (filtered_token_logit - row_max) * inv_t - log_norm
-        margin[start:stop] = threshold - token_logit
+        token_logit = rows.gather(-1, flat_ids[start:stop, None]).squeeze(-1).float()
+        p, m = _proxy_rows(rows, token_logit, inv_t, log_kappa, mode, soft)
+        proxy[start:stop] = p
+        margin[start:stop] = m
     shape = token_ids.shape
     return ProxyStats(proxy.reshape(shape), margin.reshape(shape))
+
+
+def _proxy_rows(rows, token_logit, inv_t, log_kappa: float, mode: str, soft: bool):
+    """Proxy log-prob and threshold margin for a ``[R, V]`` block of rows (row stride ``V``).
+
+    Reductions and comparisons read the logits in their own dtype (max and min are exact in
+    it); only block maxima, the gathered candidate blocks and per-row values become float32.
+    """
+    n, vocab = rows.shape
+    n_blocks = vocab // BLOCK
+    main = n_blocks * BLOCK
+    # [R, V // BLOCK, BLOCK] view of the first `main` columns; the last V % BLOCK columns form a tail.
+    blocks = torch.as_strided(rows, (n, n_blocks, BLOCK), (vocab, BLOCK, 1), rows.storage_offset())
+    tail = rows[:, main:]
+    if soft:
+        block_min, block_max = (t.float() for t in torch.aminmax(blocks, dim=-1))
+        row_min = block_min.amin(-1) if n_blocks else torch.full((n,), math.inf, device=rows.device)
+        if tail.shape[1]:
+            row_min = torch.minimum(row_min, tail.amin(-1).float())
+    else:
+        block_max = blocks.amax(-1).float()
+    row_max = block_max.amax(-1) if n_blocks else torch.full((n,), -math.inf, device=rows.device)
+    if tail.shape[1]:
+        row_max = torch.maximum(row_max, tail.amax(-1).float())
+    if mode == "minp":
+        threshold = row_max + log_kappa
+    else:
+        threshold = torch.logsumexp(rows.float(), dim=-1) + log_kappa
+
+    # Kept tokens live in blocks whose max reaches the threshold: at most one block per kept token.
+    cand_rows, cand_blocks = (block_max >= threshold[:, None]).nonzero(as_tuple=True)
+    cand = blocks[cand_rows, cand_blocks].float()
+    keep = cand >= threshold[cand_rows, None]
+    terms = torch.exp((cand - row_max[cand_rows, None]) * inv_t[cand_rows, None]) * keep
+    kept_sum = torch.zeros_like(row_max).index_add_(0, cand_rows, terms.sum(-1))
+    n_kept = torch.zeros_like(row_max).index_add_(0, cand_rows, keep.sum(-1, dtype=torch.float32))
+    if tail.shape[1]:
+        tail = tail.float()
+        tail_keep = tail >= threshold[:, None]
+        kept_sum += (torch.exp((tail - row_max[:, None]) * inv_t[:, None]) * tail_keep).sum(-1)
+        n_kept += tail_keep.sum(-1, dtype=torch.float32)
+
+    fill = row_min if soft else torch.full_like(row_max, HARD_FILL_LOGIT)
+    # Removed tokens keep a (usually negligible) share exp(f / T) each, as in the reference;
+    # logaddexp keeps a row whose tokens were all removed (fixed mode) finite. Everything is
+    # relative to the row max, as in log_softmax, so large logits lose no precision.
+    log_norm = torch.logaddexp(torch.log(kept_sum), torch.log(vocab - n_kept) + (fill - row_max) * inv_t)
+    filtered_token_logit = torch.where(token_logit >= threshold, token_logit, fill)
+    return (filtered_token_logit - row_max) * inv_t - log_norm, threshold - token_logit
 
 
 def min_p_proxy_log_prob(
