@@ -247,7 +247,7 @@ def test_hydra_list_helper(tmp_path):
 
 
 def _shell_scripts() -> list[Path]:
-    return sorted(EXAMPLES.rglob("*.sh"))
+    return sorted([*EXAMPLES.rglob("*.sh"), *(REPO / "scripts").glob("*.sh"), REPO / ".ci" / "run"])
 
 
 def test_shellcheck():
