@@ -14,9 +14,20 @@ from dataclasses import dataclass, field
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
+# The data (data_prep --template r1) holds the reference's full prompt text; this template
+# renders it verbatim (SPEC §5b). One definition, in the torch-free data_prep package.
+from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE
 from verl_lpreg.proxy import PROXY_MODES
 
-__all__ = ["LP_REG_KEY", "ExtendedPolicyLossConfig", "HighEntropyConfig", "LpRegConfig", "policy_loss_group"]
+__all__ = [
+    "LP_REG_KEY",
+    "PASSTHROUGH_CHAT_TEMPLATE",
+    "ExtendedPolicyLossConfig",
+    "HighEntropyConfig",
+    "LpRegConfig",
+    "policy_loss_group",
+    "register_resolvers",
+]
 
 LP_REG_KEY = "actor_rollout_ref.actor.policy_loss.lp_reg"
 HIGH_ENTROPY_KEY = "actor_rollout_ref.actor.policy_loss.high_entropy"
@@ -97,10 +108,6 @@ def policy_loss_group(policy_loss, name: str, group_cls: type):
     fields = {k: v for k, v in dict(group).items() if k != "_target_"}
     return omega_conf_to_dataclass(fields, dataclass_type=group_cls)
 
-
-# Renders a chat list as the concatenation of its messages' contents: the data then holds the
-# exact prompt text of the reference (R1-Zero style, SPEC §5b) and no chat markup is added.
-PASSTHROUGH_CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 
 
 def _module_file(module: str) -> str:

@@ -43,8 +43,9 @@ Definitions (all metric names share the prefix ``lp_reg/``; see ``DIAGNOSTICS.md
 * ``proxy_filtered_fraction`` = share of valid tokens the min-p filter removed (proxy
   log-prob below :data:`FILTERED_LOG_PROB`, i.e. the hard filter's ~-1e4; SPEC §2).
   ``spark_filtered_fraction`` / ``noise_filtered_fraction``: the same among spark / noise
-  tokens (omitted when there is none). With the ``soft`` filter removed tokens keep a
-  finite log-prob and are not detected.
+  tokens (omitted when there is none). The trainer passes ``proxy_removed``, the exact
+  mask from the proxy pass (SPEC §2), which also covers the ``soft`` filter, whose removed
+  tokens keep a finite log-prob; without it the -1e4 fill is detected.
 * ``proxy_gap_mean`` = mean of ``proxy_log_probs - old_log_probs`` over valid tokens the
   filter *kept* (>= 0: minus the log of the kept probability mass). Filtered tokens are
   excluded, their ~-1e4 would swamp the mean. Omitted when no valid token was kept.
@@ -444,6 +445,7 @@ def compute_step_diagnostics(
     entropy: Any = None,
     proxy_log_probs: Any = None,
     log_minp_threshold: Any = None,
+    proxy_removed: Any = None,
     spark_map: WordTokenMap,
     noise_map: WordTokenMap,
     config: DiagnosticsConfig,
@@ -454,7 +456,8 @@ def compute_step_diagnostics(
     shape works): ``responses`` token ids, ``response_mask`` (non-zero = valid),
     ``old_log_probs`` log pi_old of the sampled token at the rollout temperature,
     ``advantages``, optionally ``entropy`` (pi_old entropy), ``proxy_log_probs`` (SPEC §2)
-    and ``log_minp_threshold`` (log ``kappa * p_max``). Padded positions may hold anything,
+    ``log_minp_threshold`` (log ``kappa * p_max``) and ``proxy_removed`` (non-zero where the
+    sampled token is outside the proxy's support). Padded positions may hold anything,
     NaN included. The definitions of every returned key are in the module docstring and in
     ``DIAGNOSTICS.md``. Returns ``{}`` when ``config.enable`` is false.
 
@@ -550,14 +553,18 @@ def compute_step_diagnostics(
             out[MINP_THRESHOLD_MEAN] = _masked_sum(lthr.exp(), valid, valid_f) / n_valid
     if proxy_log_probs is not None:
         proxy = _flat("proxy_log_probs", proxy_log_probs, shape, device)
-        filt_pos = torch.nonzero(proxy < FILTERED_LOG_PROB, as_tuple=True)[0]  # sparse
+        if proxy_removed is not None:
+            removed = _as_tensor("proxy_removed", proxy_removed, shape).reshape(-1).to(device) != 0
+        else:
+            removed = proxy < FILTERED_LOG_PROB
+        filt_pos = torch.nonzero(removed, as_tuple=True)[0]  # sparse
         filt_pos = filt_pos[valid[filt_pos]]
         n_kept = n_valid - int(filt_pos.numel())
         out[PROXY_FILTERED_FRACTION] = (n_valid - n_kept) / n_valid if n_valid else 0.0
         if n_kept:
             gap = (proxy - lp).index_fill_(0, filt_pos, 0.0)
             out[PROXY_GAP_MEAN] = _masked_sum(gap, valid, valid_f) / n_kept
-        w_filtered = proxy[word_pos] < FILTERED_LOG_PROB
+        w_filtered = removed[word_pos]
         for code, key in ((1, SPARK_FILTERED_FRACTION), (2, NOISE_FILTERED_FRACTION)):
             is_kind = w_code == code
             c = int(torch.count_nonzero(is_kind))

@@ -344,18 +344,31 @@ def _build_trainer_class():
 
         def _padded(self, batch, fields):
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-            return {k: (v.to_padded_tensor(0.0) if v.is_nested else v) for k, v in data.items()}
+            return {k: _to_padded(v) for k, v in data.items()}
 
         def _put_high_entropy_mask(self, batch, metrics):
+            """The 80/20 token mask over the whole batch, by pi_old entropy. ``loss_mask`` becomes
+            the selected tokens too: verl's engine counts it for the token-mean denominator, and
+            the 80/20 loss averages over the selected tokens only, as its authors' code does."""
             from tensordict import TensorDict
+            from verl.workers.utils.padding import response_to_nested
 
             from verl_lpreg.high_entropy import high_entropy_mask
 
-            data = self._padded(batch, ["entropy", "response_mask"])
-            response_mask = data["response_mask"].bool()
-            mask = high_entropy_mask(data["entropy"], response_mask, self._high_entropy.top_fraction)
-            metrics["high_entropy/selected_fraction"] = float(mask.sum()) / max(int(response_mask.sum()), 1)
-            fields = TensorDict({HIGH_ENTROPY_MASK_FIELD: mask.float()}, batch_size=len(batch))
+            data = tq.kv_batch_get(
+                keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"]
+            )
+            response_mask = data["response_mask"]
+            padded_mask = _to_padded(response_mask).bool()
+            selected = high_entropy_mask(_to_padded(data["entropy"]), padded_mask, self._high_entropy.top_fraction)
+            metrics["high_entropy/selected_fraction"] = float(selected.sum()) / max(int(padded_mask.sum()), 1)
+            fields = TensorDict(
+                {
+                    HIGH_ENTROPY_MASK_FIELD: response_to_nested(selected.float(), response_mask),
+                    "loss_mask": response_to_nested(selected.to(torch.int64), response_mask),
+                },
+                batch_size=len(batch),
+            )
             return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
 
         def _step_diagnostics(self, batch) -> dict[str, Any]:
@@ -369,33 +382,31 @@ def _build_trainer_class():
             if self._loss_mode == "lp_reg":
                 margin = data[MARGIN_FIELD].float()
                 extra["proxy_log_probs"] = data[PROXY_FIELD].float()
-                n_valid = max(int(response_mask.sum()), 1)
-                outside = float(((margin > 0) & response_mask).sum()) / n_valid
-                step = {"lp_reg/outside_support_fraction": outside}
+                extra["proxy_removed"] = margin > 0
                 if self._lp_reg.proxy_mode == "minp":
                     extra["log_minp_threshold"] = minp_log_threshold(
                         old_log_probs, margin, self._lp_reg.min_p, self.config.actor_rollout_ref.rollout.temperature
                     )
-            else:
-                step = {}
-            step.update(
-                compute_step_diagnostics(
-                    responses=data["responses"],
-                    response_mask=response_mask,
-                    old_log_probs=old_log_probs,
-                    advantages=data["advantages"].float(),
-                    entropy=data["entropy"].float(),
-                    spark_map=self._spark_map,
-                    noise_map=self._noise_map,
-                    config=self._diagnostics,
-                    **extra,
-                )
+            return compute_step_diagnostics(
+                responses=data["responses"],
+                response_mask=response_mask,
+                old_log_probs=old_log_probs,
+                advantages=data["advantages"].float(),
+                entropy=data["entropy"].float(),
+                spark_map=self._spark_map,
+                noise_map=self._noise_map,
+                config=self._diagnostics,
+                **extra,
             )
-            return step
 
     LpRegTrainer.__qualname__ = LpRegTrainer.__name__
     LpRegTrainer.__module__ = __name__
     return LpRegTrainer
+
+
+def _to_padded(tensor: torch.Tensor) -> torch.Tensor:
+    """A batch field as a padded ``[B, R]`` tensor (TransferQueue returns jagged ones)."""
+    return tensor.to_padded_tensor(0) if tensor.is_nested else tensor
 
 
 def proxy_fields(model_output):
