@@ -2,8 +2,9 @@
 
 Both run in one invocation on the same logits. Each implementation runs in a fresh spawned
 process: its first call gives the peak extra memory (``ru_maxrss`` after the logits exist and
-after the call; on CUDA the allocator's peak), then the best of ``--repeats`` warm calls the time. Prints times, the speed-up, the
-peak extra memory as a fraction of the logits, and (on CUDA) the achieved bandwidth.
+after the call; on CUDA the allocator's peak), then the best of ``--repeats`` warm calls the
+time. Prints times, the speed-up, the peak extra memory as a fraction of the logits, and (on
+CUDA) the achieved bandwidth.
 
     python benchmarks/bench_proxy.py                      # 4096 x 32768 fp32 on CPU
     python benchmarks/bench_proxy.py --device cuda --rows 16384 --vocab 151936
@@ -110,7 +111,9 @@ def main() -> None:
     args = parser.parse_args()
 
     logits_bytes = args.rows * args.vocab * 4
-    print(f"logits {args.rows} x {args.vocab} fp32 ({logits_bytes / 2**20:.0f} MiB) on {args.device}, scale {args.scale}")
+    print(
+        f"logits {args.rows} x {args.vocab} fp32 ({logits_bytes / 2**20:.0f} MiB) on {args.device}, scale {args.scale}"
+    )
     print(f"max relative difference to the reference: {check_agreement(args):.2e}")
     results = {name: measure(name, args) for name in IMPLEMENTATIONS}
     for name, r in results.items():
@@ -121,7 +124,8 @@ def main() -> None:
         print(line)
     ref, ours = results["reference"], results["verl_lpreg"]
     print(f"kept tokens per row (mean): {ours['kept']:.1f}")
-    print(f"speed-up: {ref['time'] / ours['time']:.2f}x   peak extra memory ratio: {ours['peak_extra'] / logits_bytes:.3f}")
+    memory_ratio = ours["peak_extra"] / logits_bytes
+    print(f"speed-up: {ref['time'] / ours['time']:.2f}x   peak extra memory ratio: {memory_ratio:.3f}")
 
 
 if __name__ == "__main__":

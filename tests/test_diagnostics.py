@@ -264,7 +264,9 @@ def test_numpy_inputs_and_int32_ids_give_the_same():
     b = hand_batch()
     ref = compute_step_diagnostics(**b, spark_map=SPARK_MAP, noise_map=NOISE_MAP, config=DiagnosticsConfig())
     as_np = {k: v.numpy() for k, v in b.items()}
-    assert compute_step_diagnostics(**as_np, spark_map=SPARK_MAP, noise_map=NOISE_MAP, config=DiagnosticsConfig()) == ref
+    assert (
+        compute_step_diagnostics(**as_np, spark_map=SPARK_MAP, noise_map=NOISE_MAP, config=DiagnosticsConfig()) == ref
+    )
     b32 = dict(b, responses=b["responses"].int(), response_mask=b["response_mask"].bool())
     assert compute_step_diagnostics(**b32, spark_map=SPARK_MAP, noise_map=NOISE_MAP, config=DiagnosticsConfig()) == ref
     bf = dict(b, old_log_probs=b["old_log_probs"].double(), response_mask=b["response_mask"].float())
@@ -326,7 +328,10 @@ def test_shape_and_dtype_errors_name_the_input():
     b = hand_batch()
     with pytest.raises(ValueError, match="advantages"):
         compute_step_diagnostics(
-            **dict(b, advantages=torch.zeros(2, 4)), spark_map=SPARK_MAP, noise_map=NOISE_MAP, config=DiagnosticsConfig()
+            **dict(b, advantages=torch.zeros(2, 4)),
+            spark_map=SPARK_MAP,
+            noise_map=NOISE_MAP,
+            config=DiagnosticsConfig(),
         )
     with pytest.raises(ValueError, match="entropy"):
         compute_step_diagnostics(
@@ -507,7 +512,9 @@ def batches(draw):
 
     lp_t = t(lp, torch.float32)
     proxy = torch.where(
-        t([g is None for g in gap], torch.bool), torch.full_like(lp_t, -1.0e4), lp_t + t([g or 0.0 for g in gap], torch.float32)
+        t([g is None for g in gap], torch.bool),
+        torch.full_like(lp_t, -1.0e4),
+        lp_t + t([g or 0.0 for g in gap], torch.float32),
     )
     mask_t = t(mask, torch.int64)
     pad = mask_t == 0

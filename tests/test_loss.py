@@ -55,7 +55,15 @@ def test_value_and_gradient_match_slow_implementation(seed, rho, rho_pos):
     lp_fast = lp.clone().requires_grad_(True)
     lp_slow = lp.clone().requires_grad_(True)
     loss, _ = lp_reg_policy_loss(
-        old_lp, lp_fast, proxy, adv, mask, neg_fraction=rho, pos_fraction=rho_pos, clip_ratio_low=1.0, clip_ratio_high=9.0
+        old_lp,
+        lp_fast,
+        proxy,
+        adv,
+        mask,
+        neg_fraction=rho,
+        pos_fraction=rho_pos,
+        clip_ratio_low=1.0,
+        clip_ratio_high=9.0,
     )
     want = slow_lp_reg_loss(old_lp, lp_slow, proxy, adv, mask, rho, rho_pos, eps_low=1.0, eps_high=9.0)
     loss.backward()

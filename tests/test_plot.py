@@ -192,7 +192,10 @@ def test_not_a_file_logger_log(tmp_path):
 def test_reward_variant_acc_preferred_largest_n_and_source_with_slash(tmp_path):
     log = tmp_path / "r.jsonl"
     recs = [
-        {"step": 0, "data": {"val-core/minerva/reward/mean@1": 0.2, "val-core/HuggingFaceH4/aime_2024/acc/mean@16": 0.3}},
+        {
+            "step": 0,
+            "data": {"val-core/minerva/reward/mean@1": 0.2, "val-core/HuggingFaceH4/aime_2024/acc/mean@16": 0.3},
+        },
         {
             "step": 8,
             "data": {

@@ -22,10 +22,14 @@ def _free_port() -> int:
 
 
 os.environ.update(
-    RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+    RANK="0",
+    WORLD_SIZE="1",
+    LOCAL_RANK="0",
+    LOCAL_WORLD_SIZE="1",
+    MASTER_ADDR="127.0.0.1",
+    MASTER_PORT=str(_free_port()),
 )
 
-import verl_lpreg.cpu  # noqa: E402,F401  (CPU platform, gloo)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
 from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
@@ -33,10 +37,11 @@ from verl.workers.engine_workers import ActorRolloutRefWorker  # noqa: E402
 from verl.workers.utils.padding import response_from_nested  # noqa: E402
 
 import verl_lpreg  # noqa: E402
+import verl_lpreg.cpu  # noqa: E402,F401  (CPU platform, gloo)
 from verl_lpreg import lp_reg_policy_loss, min_p_proxy_log_prob  # noqa: E402
+from verl_lpreg.config import LpRegConfig  # noqa: E402
 from verl_lpreg.cpu import CPU_OVERRIDES  # noqa: E402
 from verl_lpreg.tiny_model import build_tiny_model  # noqa: E402
-from verl_lpreg.config import LpRegConfig  # noqa: E402
 from verl_lpreg.verl_integration import (  # noqa: E402
     HIGH_ENTROPY_MASK_FIELD,
     MARGIN_FIELD,
@@ -191,6 +196,11 @@ def training_batch(batch, old_output, **extra):
     return data
 
 
+def _pad_rows(seqs):
+    width = max(len(s) for s in seqs)
+    return torch.stack([torch.nn.functional.pad(s, (0, width - len(s))) for s in seqs])
+
+
 def expected_lp_reg_pg_loss(old_log_probs, proxy, cfg):
     """Sum over the two micro-batches of the pure loss at the unchanged parameters (ratio 1),
     normalised by the mini-batch's token count as verl does."""
@@ -198,15 +208,21 @@ def expected_lp_reg_pg_loss(old_log_probs, proxy, cfg):
     total_tokens = sum(resp_len for _, resp_len, _ in SAMPLES)
     total = 0.0
     for rows in ([0, 1], [2, 3]):
-        width = max(SAMPLES[r][1] for r in rows)
-        pad = lambda seqs: torch.stack([torch.nn.functional.pad(s, (0, width - len(s))) for s in seqs])  # noqa: E731
-        old = pad([old_log_probs[r] for r in rows])
-        prox = pad([proxy[r] for r in rows])
-        adv = pad([torch.full((SAMPLES[r][1],), SAMPLES[r][2]) for r in rows])
-        mask = pad([torch.ones(SAMPLES[r][1]) for r in rows]).bool()
+        old = _pad_rows([old_log_probs[r] for r in rows])
+        prox = _pad_rows([proxy[r] for r in rows])
+        adv = _pad_rows([torch.full((SAMPLES[r][1],), SAMPLES[r][2]) for r in rows])
+        mask = _pad_rows([torch.ones(SAMPLES[r][1]) for r in rows]).bool()
         loss, _ = lp_reg_policy_loss(
-            old, old, prox, adv, mask, neg_fraction=lp.neg_fraction, kl_coef=lp.kl_coef,
-            clip_ratio_low=1.0, clip_ratio_high=9.0, batch_num_tokens=total_tokens,
+            old,
+            old,
+            prox,
+            adv,
+            mask,
+            neg_fraction=lp.neg_fraction,
+            kl_coef=lp.kl_coef,
+            clip_ratio_low=1.0,
+            clip_ratio_high=9.0,
+            batch_num_tokens=total_tokens,
         )
         total += loss.item()
     return total

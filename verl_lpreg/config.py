@@ -109,7 +109,6 @@ def policy_loss_group(policy_loss, name: str, group_cls: type):
     return omega_conf_to_dataclass(fields, dataclass_type=group_cls)
 
 
-
 def _module_file(module: str) -> str:
     """Path of an importable module's source file, without importing it."""
     import importlib.util

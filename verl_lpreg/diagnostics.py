@@ -117,15 +117,11 @@ _MAX_BINS = 1000
 
 def _check_words(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ValueError(
-            f"{CONFIG_KEY}.{key} must be a list of words, e.g. [but, wait]; got {value!r}"
-        )
+        raise ValueError(f"{CONFIG_KEY}.{key} must be a list of words, e.g. [but, wait]; got {value!r}")
     words = tuple(value)
     for w in words:
         if not isinstance(w, str) or not w.strip() or any(c.isspace() for c in w):
-            raise ValueError(
-                f"{CONFIG_KEY}.{key}: every entry must be a non-empty word without whitespace; got {w!r}"
-            )
+            raise ValueError(f"{CONFIG_KEY}.{key}: every entry must be a non-empty word without whitespace; got {w!r}")
     lowered = [w.lower() for w in words]
     dups = sorted({w for w in lowered if lowered.count(w) > 1})
     if dups:
@@ -208,9 +204,7 @@ class DiagnosticsConfig:
         allowed = cls.allowed_keys()
         unknown = sorted(str(k) for k in cfg if k not in allowed)
         if unknown:
-            raise ValueError(
-                f"unknown key(s) {unknown} in {CONFIG_KEY}; allowed keys: {', '.join(allowed)}"
-            )
+            raise ValueError(f"unknown key(s) {unknown} in {CONFIG_KEY}; allowed keys: {', '.join(allowed)}")
         kwargs = {}
         for k, v in cfg.items():
             if OmegaConf is not None and isinstance(v, ListConfig):
@@ -331,8 +325,7 @@ class WordTokenMap:
         out = cls.from_ids(by_word)
         if out.missing:
             logger.warning(
-                "lp_reg diagnostics: %s %s never map to a single token of this tokenizer; "
-                "they will not be counted",
+                "lp_reg diagnostics: %s %s never map to a single token of this tokenizer; they will not be counted",
                 kind,
                 list(out.missing),
             )
@@ -365,9 +358,7 @@ def histogram_keys(threshold: float, bins: int) -> list[str]:
     while decimals < 15 and any(abs(round(e, decimals) - e) > 0.01 * width for e in edges):
         decimals += 1
     pad = max(2, len(str(bins - 1)))
-    return [
-        f"{LOW_PROB_HIST}/{i:0{pad}d}_{i * width:.{decimals}f}-{(i + 1) * width:.{decimals}f}" for i in range(bins)
-    ]
+    return [f"{LOW_PROB_HIST}/{i:0{pad}d}_{i * width:.{decimals}f}-{(i + 1) * width:.{decimals}f}" for i in range(bins)]
 
 
 def metric_names(

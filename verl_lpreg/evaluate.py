@@ -252,7 +252,7 @@ def generate(
         raise EvaluateError(f"--limit must be >= 1, got {limit}")
     tables = {path: _read_table(path, ("data_source", "prompt")) for path in data}
     outputs = [os.path.join(output_dir, os.path.basename(p)) for p in data]
-    for src, dst in zip(data, outputs):
+    for src, dst in zip(data, outputs, strict=True):
         if os.path.abspath(src) == os.path.abspath(dst):
             raise EvaluateError(f"--output-dir would overwrite the input {src}")
     if len(set(outputs)) != len(outputs):
@@ -263,7 +263,7 @@ def generate(
         _VLLMBackend(model, seed, tensor_parallel_size) if backend == "vllm" else _HFBackend(model, seed, batch_size)
     )
 
-    for path, out_path in zip(data, outputs):
+    for path, out_path in zip(data, outputs, strict=True):
         table = tables[path]
         if limit is not None:
             table = table.slice(0, limit)
@@ -279,7 +279,8 @@ def generate(
             settings[row["data_source"]] = {**asdict(spec), "template": tmpl}
         responses: list[list[str] | None] = [None] * len(rows)
         for spec, idx in groups.items():
-            for i, texts in zip(idx, engine.generate(tokenizer, [prompt_ids[i] for i in idx], spec, max_new_tokens)):
+            generated = engine.generate(tokenizer, [prompt_ids[i] for i in idx], spec, max_new_tokens)
+            for i, texts in zip(idx, generated, strict=True):
                 responses[i] = texts
         result = table.append_column("responses", pa.array(responses, type=pa.list_(pa.string())))
         meta = {
@@ -338,10 +339,10 @@ def score(responses: list[str], output: str, workers: int | None = None, timeout
     print(f"\rscoring {len(jobs)}/{len(jobs)} responses", file=sys.stderr, flush=True)
 
     per_problem: dict[int, list[dict]] = defaultdict(list)
-    for (p, _), res in zip(jobs, results):
+    for (p, _), res in zip(jobs, results, strict=True):
         per_problem[p].append(res)
     by_source: dict[str, list[list[dict]]] = defaultdict(list)
-    for p, (source, _, _, resps) in enumerate(problems):
+    for p, (source, _, _, _) in enumerate(problems):
         by_source[source].append(per_problem.get(p, []))
 
     summary: dict = {}

@@ -49,9 +49,7 @@ def num_selected_tokens(num_valid: int, top_fraction: float) -> int:
 
 
 @torch.no_grad()
-def high_entropy_mask(
-    entropy: torch.Tensor, response_mask: torch.Tensor, top_fraction: float = 0.2
-) -> torch.Tensor:
+def high_entropy_mask(entropy: torch.Tensor, response_mask: torch.Tensor, top_fraction: float = 0.2) -> torch.Tensor:
     """Boolean mask of the top ``top_fraction`` of valid tokens by entropy, over the whole tensor.
 
     With ``V = {t : response_mask_t}`` (``n = |V|``) and ``k = num_selected_tokens(n,

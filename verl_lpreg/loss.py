@@ -39,9 +39,7 @@ def k3_divergence(log_prob: torch.Tensor, target_log_prob: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def select_low_prob_tokens(
-    log_prob: torch.Tensor, candidates: torch.Tensor, fraction: float
-) -> torch.Tensor:
+def select_low_prob_tokens(log_prob: torch.Tensor, candidates: torch.Tensor, fraction: float) -> torch.Tensor:
     """Boolean mask of the ``k = max(1, int(n * fraction))`` lowest-``log_prob`` candidates.
 
     ``candidates`` is a boolean mask of the eligible tokens (``n`` of them). Empty when
@@ -89,7 +87,8 @@ def lp_reg_policy_loss(
 
     Metrics (python floats): ``lp_reg/reg_fraction`` (regularised / valid tokens),
     ``lp_reg/reg_count`` (per call, i.e. per micro-batch), ``lp_reg/gap_mean`` (mean
-    ``proxy - log_prob`` on them), ``lp_reg/k3_mean``, ``actor/pg_clipfrac`` and ``actor/ppo_kl`` like verl's vanilla loss.
+    ``proxy - log_prob`` on them), ``lp_reg/k3_mean``, ``actor/pg_clipfrac`` and ``actor/ppo_kl``
+    like verl's vanilla loss.
     """
     mask = response_mask.bool()
     log_ratio = log_prob - old_log_prob

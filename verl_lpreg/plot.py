@@ -93,7 +93,11 @@ STEP_FIGURES: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
     ),
     ("reg_fraction", "Tokens regularised by Lp-Reg", (("regularised", "reg_fraction", "share of tokens"),)),
     ("minp_threshold", "min-p threshold kappa * p_max", (("threshold", "minp_threshold_mean", "mean kappa * p_max"),)),
-    ("low_prob", "Low-probability sampled tokens", (("p < threshold", "low_prob_fraction", "share of sampled tokens"),)),
+    (
+        "low_prob",
+        "Low-probability sampled tokens",
+        (("p < threshold", "low_prob_fraction", "share of sampled tokens"),),
+    ),
 )
 
 
@@ -142,7 +146,7 @@ def _read_jsonl(path: Path, warnings: list[str]) -> RunLog:
                 continue
             if not (isinstance(rec, dict) and "step" in rec and isinstance(rec.get("data"), dict)):
                 raise PlotError(
-                    f"{path}:{lineno}: not a verl file-logger record (expected {{\"step\": N, \"data\": {{...}}}})"
+                    f'{path}:{lineno}: not a verl file-logger record (expected {{"step": N, "data": {{...}}}})'
                 )
             n_records += 1
             for name, value in rec["data"].items():
@@ -224,7 +228,9 @@ def _read_wandb_csv(path: Path) -> list[RunLog]:
     return out
 
 
-def load_runs(paths: Sequence[str | os.PathLike], labels: Sequence[str] | None = None) -> tuple[list[RunLog], list[str]]:
+def load_runs(
+    paths: Sequence[str | os.PathLike], labels: Sequence[str] | None = None
+) -> tuple[list[RunLog], list[str]]:
     """Read every log; returns the runs (in order) and the warnings met on the way."""
     warnings: list[str] = []
     runs: list[RunLog] = []
@@ -327,8 +333,7 @@ def _val_figures(runs: list[RunLog], warnings: list[str]) -> list[FigureData]:
     sources = sorted({s for keys in per_run for s in keys})
     if not sources:
         warnings.append(
-            "no run has a validation metric (val-core/<data_source>/acc/mean@N or .../reward/mean@N): "
-            "val_*.png skipped"
+            "no run has a validation metric (val-core/<data_source>/acc/mean@N or .../reward/mean@N): val_*.png skipped"
         )
         return []
     figures = []
@@ -364,7 +369,9 @@ def _val_figures(runs: list[RunLog], warnings: list[str]) -> list[FigureData]:
 
 
 def _hist_figure(runs: list[RunLog], warnings: list[str]) -> FigureData | None:
-    panel = Panel(title="low-probability tokens", ylabel="share of sampled tokens", xlabel="pi_old probability (bin centre)")
+    panel = Panel(
+        title="low-probability tokens", ylabel="share of sampled tokens", xlabel="pi_old probability (bin centre)"
+    )
     for idx, run in enumerate(runs):
         bins = []
         for name in run.metrics:

@@ -118,7 +118,12 @@ def _build_engine_class():
                 labels[valid] = output_args["input_ids_rmpad_rolled"]
                 temperature = output_args["temperature"].unsqueeze(1).expand(valid.shape)
                 stats = min_p_proxy_stats(
-                    logits, labels, request["min_p"], mode=request["mode"], soft=request["soft"], temperature=temperature
+                    logits,
+                    labels,
+                    request["min_p"],
+                    mode=request["mode"],
+                    soft=request["soft"],
+                    temperature=temperature,
                 )
                 packed = [t[valid] for t in stats]
             return {
@@ -441,7 +446,8 @@ def minp_log_threshold(old_log_probs: torch.Tensor, margin: torch.Tensor, min_p:
 
 def register_trainer() -> type:
     """Register :class:`LpRegTrainer` as ``trainer.v1.trainer_mode=lp_reg`` (idempotent)."""
-    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer as verl_register_trainer
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+    from verl.trainer.ppo.v1.trainer_base import register_trainer as verl_register_trainer
 
     existing = TRAINER_REGISTRY.get(TRAINER_MODE)
     if existing is not None:

@@ -60,7 +60,7 @@ def test_benchmarks_in_verl_layout(tmp_path, name, fixture, n, gts):
     assert report.written == len(rows) == n
     assert [r["reward_model"] for r in rows] == [{"style": "rule", "ground_truth": g} for g in gts]
     source_rows = [r for r in _jsonl(fixture) if r.get("final_answer", [1])]
-    for i, (row, src) in enumerate(zip(rows, source_rows)):
+    for i, (row, src) in enumerate(zip(rows, source_rows, strict=True)):
         assert list(row) == ["data_source", "prompt", "ability", "reward_model", "extra_info"]
         assert row["data_source"] == DATASETS[name].data_source and row["ability"] == "math"
         assert len(row["prompt"]) == 1 and row["prompt"][0]["role"] == "user"
