@@ -263,15 +263,25 @@ def test_missing_proxy_fails_loudly(worker, tiny_model):
 
 
 def test_update_actor_with_high_entropy(worker, tiny_model):
+    """80/20: the loss is the token-mean over the selected tokens only (the trainer sets
+    ``loss_mask`` to them, so verl's token count is theirs)."""
     cfg = compose_config(tiny_model, "actor_rollout_ref.actor.policy_loss.loss_mode=high_entropy")
     batch = rollout_batch(seed=5)
     old_output = compute_old_log_prob(worker, batch, proxy=False)
-    entropy = response_from_nested(old_output["entropy"], batch["response_mask"])
-    top = torch.cat(entropy.unbind()).quantile(0.8)
-    mask = torch.nested.as_nested_tensor([(e >= top).float() for e in entropy.unbind()], layout=torch.jagged)
-    data = training_batch(batch, old_output, **{HIGH_ENTROPY_MASK_FIELD: mask})
+    entropy = response_from_nested(old_output["entropy"], batch["response_mask"]).unbind()
+    top = torch.cat(entropy).quantile(0.8)
+    selected = [(e >= top) for e in entropy]
+    data = training_batch(
+        batch,
+        old_output,
+        **{
+            HIGH_ENTROPY_MASK_FIELD: torch.nested.as_nested_tensor([m.float() for m in selected], layout=torch.jagged),
+            "loss_mask": torch.nested.as_nested_tensor([m.long() for m in selected], layout=torch.jagged),
+        },
+    )
     worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)))
     metrics = worker.update_actor(data)["metrics"]
-    vanilla = -sum(adv * resp_len for _, resp_len, adv in SAMPLES) / sum(resp_len for _, resp_len, _ in SAMPLES)
-    assert sum(metrics["actor/pg_loss"]) != pytest.approx(vanilla, rel=1e-3)
-    assert all(torch.isfinite(torch.tensor(float(v))) for v in metrics["actor/pg_loss"])
+    # parameters unchanged during the mini-batch: ratio 1, so each selected token contributes -A
+    n_selected = sum(int(m.sum()) for m in selected)
+    expected = -sum(adv * int(m.sum()) for (_, _, adv), m in zip(SAMPLES, selected, strict=True)) / n_selected
+    assert sum(metrics["actor/pg_loss"]) == pytest.approx(expected, rel=1e-5)
