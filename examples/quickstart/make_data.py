@@ -47,7 +47,7 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--out_dir", required=True)
     p.add_argument("--max_operand", type=int, default=12)
-    p.add_argument("--n_val", type=int, default=32)
+    p.add_argument("--n_val", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rng = random.Random(args.seed)

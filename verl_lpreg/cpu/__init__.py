@@ -44,9 +44,20 @@ from .platform import PlatformCPU  # noqa: E402  (registers "cpu")
 
 # If some code resolved the platform before we were imported (explicit late import), replace it.
 # verl/plugin/platform/platform_manager.py: _current_platform is the cached singleton.
+# Modules that cache ``device_name = get_device_name()`` at import time get the new name too.
+_DEVICE_NAME_CACHES = (
+    "verl.workers.engine.fsdp.transformer_impl",
+    "verl.workers.engine.torchtitan.transformer_impl",
+    "verl.experimental.separation.engine_workers",
+    "verl.utils.megatron.router_replay_utils",
+)
 if _pm._current_platform is not None and os.environ.get("VERL_PLATFORM") == "cpu":
     if not isinstance(_pm._current_platform, PlatformCPU):
         _pm.set_platform(PlatformCPU())
+        for _name in _DEVICE_NAME_CACHES:
+            _mod = sys.modules.get(_name)
+            if _mod is not None and isinstance(getattr(_mod, "device_name", None), str):
+                _mod.device_name = "cpu"
 
 from verl.workers.rollout import base as _rollout_base  # noqa: E402
 from verl.workers.rollout.replica import RolloutReplicaRegistry  # noqa: E402
