@@ -27,6 +27,7 @@ def _run(out_dir: Path, steps: int, timeout: int = 900) -> subprocess.CompletedP
     # sampled answers are right only part of the time (rewards vary within a group).
     env.setdefault("WARMUP_STEPS", "300")
     env.setdefault("BATCH", "8")  # 64 samples a step: fastest setting with Lp-Reg active (k > 1)
+    env.setdefault("RMPAD", "true")  # verl's remove-padding path, the one GPU runs take
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         log = out_dir / "train.log"
