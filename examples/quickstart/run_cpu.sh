@@ -109,6 +109,7 @@ ARGS=(
   actor_rollout_ref.rollout.temperature=1.0
   actor_rollout_ref.rollout.seed="$SEED"
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="${MICRO_BATCH:-32}"
+  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu="${MICRO_BATCH:-32}"  # used only with a KL loss
   # CPU: platform, engine, rollout and Ray settings (verl_lpreg/cpu/__init__.py CPU_OVERRIDES)
   trainer.device=cpu
   trainer.nnodes=1
@@ -119,6 +120,7 @@ ARGS=(
   actor_rollout_ref.actor.strategy=fsdp2
   actor_rollout_ref.actor.fsdp_config.model_dtype=fp32
   +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32
+  +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32
   actor_rollout_ref.actor.fsdp_config.use_torch_compile=false
   actor_rollout_ref.actor.use_torch_compile=false
   +actor_rollout_ref.model.override_config.attn_implementation=eager

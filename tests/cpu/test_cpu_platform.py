@@ -83,6 +83,8 @@ def test_process_group_engine_and_rollout_registries():
         b = rb(trainer_mode="sync", trainer_config={}, max_off_policy_threshold=None, max_off_policy_strategy="drop",
                sampler_kwargs={"poll_interval": 0.01})
         assert b.poll_interval == 0.01
+        from verl.workers.engine.fsdp import transformer_impl
+        assert transformer_impl.CPUOffloadPolicy(pin_memory=True).pin_memory is False  # the ref model's policy
         dist.destroy_process_group()
         print("OK")
         """,

@@ -13,7 +13,8 @@ It is never imported by the GPU code path. What it does:
    FSDP engine, which is registered for cuda/npu only but runs unchanged on CPU tensors;
 3. registers the ``"hf"`` rollout (transformers ``generate``) in ``RolloutReplicaRegistry``
    (verl/workers/rollout/replica.py) and ``_ROLLOUT_REGISTRY`` (verl/workers/rollout/base.py);
-4. patches one function, see :func:`_patch_process_group_backend`.
+4. patches two verl internals: the process-group backend string (:func:`_patch_process_group_backend`)
+   and the pinned CPU offload of forward-only FSDP2 engines (:func:`_patch_fsdp2_offload_pinning`).
 
 The hydra overrides a CPU run needs are in :data:`CPU_OVERRIDES` (and examples/quickstart/run_cpu.sh).
 """
@@ -107,6 +108,24 @@ def _patch_process_group_backend() -> None:
 _patch_process_group_backend()
 
 
+def _patch_fsdp2_offload_pinning() -> None:
+    """verl/workers/engine/fsdp/transformer_impl.py ``_build_fsdp_module`` gives every forward-only
+    FSDP2 engine (the reference policy of a KL loss) ``CPUOffloadPolicy(pin_memory=True)``; pinning
+    needs an accelerator ("Cannot access accelerator device when none is available"). On CPU the
+    offload is a no-op anyway: build the same policy without pinning."""
+    from verl.workers.engine.fsdp import transformer_impl as _ti
+
+    policy_cls = _ti.CPUOffloadPolicy
+    if policy_cls is None or getattr(policy_cls, "_verl_lpreg_cpu", False):
+        return
+
+    def CPUOffloadPolicy(pin_memory: bool = True, **kwargs):  # noqa: N802 (stands in for the class)
+        return policy_cls(pin_memory=False, **kwargs)
+
+    CPUOffloadPolicy._verl_lpreg_cpu = True
+    _ti.CPUOffloadPolicy = CPUOffloadPolicy
+
+
 def _retry_lp_reg_registration() -> None:
     """``import verl_lpreg.cpu`` runs ``verl_lpreg/__init__.py`` first, which loads
     ``verl_lpreg.plugin``; in a Ray worker that happens inside ``import verl`` with
@@ -118,6 +137,7 @@ def _retry_lp_reg_registration() -> None:
 
 
 _retry_lp_reg_registration()
+_patch_fsdp2_offload_pinning()  # after the platform exists: the module resolves it at import
 
 
 #: Hydra overrides for verl's ``ppo_trainer`` config that a CPU run needs (one process, one "GPU").
@@ -132,6 +152,7 @@ CPU_OVERRIDES: list[str] = [
     "actor_rollout_ref.actor.strategy=fsdp2",
     "actor_rollout_ref.actor.fsdp_config.model_dtype=fp32",
     "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+    "+actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32",
     "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
     "actor_rollout_ref.actor.use_torch_compile=false",
     "+actor_rollout_ref.model.override_config.attn_implementation=eager",
