@@ -47,6 +47,7 @@ export VERL_FILE_LOGGER_PATH="$METRICS"
 export TOKENIZERS_PARALLELISM=false
 export HYDRA_FULL_ERROR=1
 export RAY_USAGE_STATS_ENABLED=0
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # everything is local; never wait on a hub
 
 t0=$(date +%s)
 if [[ ! -f "$CKPT_DIR/latest_checkpointed_iteration.txt" ]]; then
