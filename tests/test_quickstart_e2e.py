@@ -32,8 +32,10 @@ def _run(out_dir: Path, steps: int, timeout: int = 900) -> subprocess.CompletedP
     if proc.returncode != 0:
         log = out_dir / "train.log"
         tail = log.read_text()[-6000:] if log.exists() else ""
-        pytest.fail(f"run_cpu.sh failed ({proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\n"
-                    f"stderr:\n{proc.stderr[-4000:]}\ntrain.log tail:\n{tail}")
+        pytest.fail(
+            f"run_cpu.sh failed ({proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\n"
+            f"stderr:\n{proc.stderr[-4000:]}\ntrain.log tail:\n{tail}"
+        )
     return proc
 
 

@@ -5,9 +5,16 @@
 with verl; registration is idempotent.
 """
 
+import os
+
+# Our CPU platform (opt-in, VERL_PLATFORM=cpu) must exist before the registration below
+# imports verl's engine code, which resolves the platform.
+if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
+    import verl_lpreg.cpu  # noqa: F401
+
 # verl first: its plugin loader imports verl_lpreg.plugin, which registers everything; importing
 # our modules before verl would re-enter them half-initialised through that loader.
-import verl  # noqa: F401
+import verl  # noqa: F401,E402
 
 from verl_lpreg import plugin as _plugin  # noqa: F401,E402  (registers with verl when verl's loader did not)
 from verl_lpreg.loss import lp_reg_policy_loss  # noqa: E402

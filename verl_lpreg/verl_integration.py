@@ -304,6 +304,12 @@ def _build_trainer_class():
     class LpRegTrainer(PPOTrainerSync):
         """verl's sync v1 trainer plus the proxy, the 80/20 mask and the diagnostics (SPEC §2, §6)."""
 
+        def _build_replay_buffer(self):
+            # verl keys its sync/async behaviour (replay buffer, refill, checkpoint and step logic)
+            # on the mode's name, and any name but "sync" means async. This trainer is the sync one.
+            self.trainer_mode = "sync"
+            return super()._build_replay_buffer()
+
         def _setup(self):
             check_config(self.config)
             actor = self.config.actor_rollout_ref.actor

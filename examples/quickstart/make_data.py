@@ -56,9 +56,11 @@ def main(argv=None):
     val, train = probs[: args.n_val], probs[args.n_val :]
     os.makedirs(args.out_dir, exist_ok=True)
     pd.DataFrame([to_row(*t, "train", i) for i, t in enumerate(train)]).to_parquet(
-        os.path.join(args.out_dir, "train.parquet"))
+        os.path.join(args.out_dir, "train.parquet")
+    )
     pd.DataFrame([to_row(*t, "test", i) for i, t in enumerate(val)]).to_parquet(
-        os.path.join(args.out_dir, "val.parquet"))
+        os.path.join(args.out_dir, "val.parquet")
+    )
     # Warm-up data: the train problems only (validation problems are never seen in SFT).
     with open(os.path.join(args.out_dir, "sft.jsonl"), "w") as f:
         for a, b, op in train:

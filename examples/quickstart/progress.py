@@ -1,7 +1,7 @@
 """Follow verl's file-logger output (metrics.jsonl) and print one line per step; summarise a run.
 
-    python3 progress.py follow  --metrics M.jsonl --pid PID [--steps N]   # until PID exits
-    python3 progress.py summary --metrics M.jsonl [--steps N] [--ckpt DIR] [--wall S] [--startup S]
+python3 progress.py follow  --metrics M.jsonl --pid PID [--steps N]   # until PID exits
+python3 progress.py summary --metrics M.jsonl [--steps N] [--ckpt DIR] [--wall S] [--startup S]
 """
 
 from __future__ import annotations
@@ -101,15 +101,21 @@ def summary(args) -> int:
     if train:
         k = max(1, min(3, len(train) // 2))
         first, last = train[:k], train[-k:]
-        print(f"[summary] reward (mean score) steps {first[0][0]}-{first[-1][0]}: "
-              f"{_fmt(_mean([d.get(REWARD) for _, d in first]))}  ->  steps {last[0][0]}-{last[-1][0]}: "
-              f"{_fmt(_mean([d.get(REWARD) for _, d in last]))}")
-        print(f"[summary] entropy: {_fmt(_mean([d.get(ENTROPY) for _, d in first]))}  ->  "
-              f"{_fmt(_mean([d.get(ENTROPY) for _, d in last]))}")
+        print(
+            f"[summary] reward (mean score) steps {first[0][0]}-{first[-1][0]}: "
+            f"{_fmt(_mean([d.get(REWARD) for _, d in first]))}  ->  steps {last[0][0]}-{last[-1][0]}: "
+            f"{_fmt(_mean([d.get(REWARD) for _, d in last]))}"
+        )
+        print(
+            f"[summary] entropy: {_fmt(_mean([d.get(ENTROPY) for _, d in first]))}  ->  "
+            f"{_fmt(_mean([d.get(ENTROPY) for _, d in last]))}"
+        )
         regs = [d.get(REG_FRACTION) for _, d in train]
         if any(r is not None for r in regs):
-            print(f"[summary] Lp-Reg regularised fraction of tokens: mean {_fmt(_mean(regs), '.4f')}, "
-                  f"max {_fmt(max(r for r in regs if r is not None), '.4f')}")
+            print(
+                f"[summary] Lp-Reg regularised fraction of tokens: mean {_fmt(_mean(regs), '.4f')}, "
+                f"max {_fmt(max(r for r in regs if r is not None), '.4f')}"
+            )
         else:
             print("[summary] Lp-Reg regularised fraction: not logged (lp_reg loss not active?)")
         print("[summary] reward curve: " + " ".join(f"{d.get(REWARD, float('nan')):.2f}" for _, d in train))

@@ -38,8 +38,9 @@ def main(argv=None):
     rows = [json.loads(line) for line in open(args.data)]
     examples = []
     for r in rows:
-        prompt = tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                         tokenize=False)
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": r["prompt"]}], add_generation_prompt=True, tokenize=False
+        )
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         r_ids = tok(r["response"] + tok.eos_token, add_special_tokens=False)["input_ids"]
         examples.append((p_ids, r_ids))
@@ -69,8 +70,10 @@ def main(argv=None):
         loss_val = loss.item()
     model.eval()
     model.save_pretrained(args.model, safe_serialization=True)
-    print(f"[warmup] {args.steps} SFT steps on {len(examples)} solved train problems: "
-          f"final loss {loss_val:.3f} ({time.time() - t0:.1f}s)")
+    print(
+        f"[warmup] {args.steps} SFT steps on {len(examples)} solved train problems: "
+        f"final loss {loss_val:.3f} ({time.time() - t0:.1f}s)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,14 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
     full_env.pop("VERL_USE_EXTERNAL_MODULES", None)
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True,
-                          text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -111,7 +117,12 @@ def test_explicit_late_import_replaces_platform():
 def test_refuses_other_verl_versions():
     proc = subprocess.run(
         [sys.executable, "-c", "import verl; verl.__version__ = '0.9.0'; import verl_lpreg.cpu"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300, cwd=REPO,
+        # a fresh process where nothing has imported verl_lpreg.cpu yet (the plugin would, with VERL_PLATFORM=cpu)
+        env={**{k: v for k, v in os.environ.items() if k != "VERL_PLATFORM"}, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode != 0
     assert "supports verl 0.9.1 only" in proc.stderr

@@ -51,8 +51,10 @@ def _prompts(model_dir, texts):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
-            for t in texts], tok
+    return [
+        tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+        for t in texts
+    ], tok
 
 
 def test_batched_generate_logprobs_match_teacher_forcing(server, model_dir):
@@ -61,8 +63,9 @@ def test_batched_generate_logprobs_match_teacher_forcing(server, model_dir):
 
     async def run():
         sp = {"temperature": 0.7, "top_p": 1.0, "top_k": -1, "logprobs": True}
-        return await asyncio.gather(*[server.generate(request_id=str(i), prompt_ids=p, sampling_params=dict(sp))
-                                      for i, p in enumerate(ids)])
+        return await asyncio.gather(
+            *[server.generate(request_id=str(i), prompt_ids=p, sampling_params=dict(sp)) for i, p in enumerate(ids)]
+        )
 
     outs = asyncio.run(run())
     model = server.model
@@ -107,6 +110,9 @@ def test_greedy_is_deterministic_and_weights_update(server, model_dir):
 def test_max_tokens_and_ignore_eos(server, model_dir):
     texts, tok = _prompts(model_dir, ["What is 2 + 2?"])
     p = tok(texts[0], add_special_tokens=False)["input_ids"]
-    out = asyncio.run(server.generate(request_id="x", prompt_ids=p,
-                                      sampling_params={"temperature": 1.0, "max_tokens": 5, "ignore_eos": True}))
+    out = asyncio.run(
+        server.generate(
+            request_id="x", prompt_ids=p, sampling_params={"temperature": 1.0, "max_tokens": 5, "ignore_eos": True}
+        )
+    )
     assert len(out.token_ids) == 5

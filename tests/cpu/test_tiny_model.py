@@ -27,7 +27,9 @@ def test_build_tiny_model_loads_and_is_deterministic(tmp_path):
     tok = AutoTokenizer.from_pretrained(a)
     assert len(tok) <= cfg.vocab_size
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
-    text = tok.apply_chat_template([{"role": "user", "content": "What is 1 + 2?"}], add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 1 + 2?"}], add_generation_prompt=True, tokenize=False
+    )
     assert text == "<|im_start|>user\nWhat is 1 + 2?<|im_end|>\n<|im_start|>assistant\n"
     s = "Wait, 12 + 7 = 19. The answer is \\boxed{19}."
     ids = tok(s)["input_ids"]
@@ -44,8 +46,9 @@ def test_other_seed_and_sizes(tmp_path):
     from transformers import AutoConfig
 
     a = build_tiny_model(tmp_path / "a", seed=0)
-    c = build_tiny_model(tmp_path / "c", seed=1, vocab_size=400, hidden_size=32, num_layers=1,
-                         corpus=["hello world 1 + 2 = 3"] * 10)
+    c = build_tiny_model(
+        tmp_path / "c", seed=1, vocab_size=400, hidden_size=32, num_layers=1, corpus=["hello world 1 + 2 = 3"] * 10
+    )
     assert _md5(os.path.join(a, "model.safetensors")) != _md5(os.path.join(c, "model.safetensors"))
     cfg = AutoConfig.from_pretrained(c)
     assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers) == (400, 32, 1)

@@ -126,17 +126,6 @@ def _patch_fsdp2_offload_pinning() -> None:
     _ti.CPUOffloadPolicy = CPUOffloadPolicy
 
 
-def _retry_lp_reg_registration() -> None:
-    """``import verl_lpreg.cpu`` runs ``verl_lpreg/__init__.py`` first, which loads
-    ``verl_lpreg.plugin``; in a Ray worker that happens inside ``import verl`` with
-    ``VERL_PLATFORM=cpu`` set but "cpu" not registered yet, so its registration fails
-    ("Unknown platform 'cpu'"). Now that the platform exists, run it again (it is idempotent)."""
-    plugin = sys.modules.get("verl_lpreg.plugin")
-    if plugin is not None and getattr(plugin, "REGISTRATION_ERROR", None) and hasattr(plugin, "_register"):
-        plugin._register()
-
-
-_retry_lp_reg_registration()
 _patch_fsdp2_offload_pinning()  # after the platform exists: the module resolves it at import
 
 

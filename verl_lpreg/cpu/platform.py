@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import types
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any
 
 import torch
-
 from verl.plugin.platform.platform_base import PlatformBase
 from verl.plugin.platform.platform_manager import PlatformRegistry
 
@@ -48,8 +47,17 @@ def _build_device_module() -> types.ModuleType:
     Checked with ``grep -rhoE "get_torch_device\\(\\)\\.[a-zA-Z_]+"`` over the installed wheel.
     """
     mod = types.ModuleType("verl_lpreg.cpu.device")
-    for name in ("is_available", "synchronize", "current_stream", "stream", "Stream", "Event", "device_count",
-                 "set_device", "StreamContext"):
+    for name in (
+        "is_available",
+        "synchronize",
+        "current_stream",
+        "stream",
+        "Stream",
+        "Event",
+        "device_count",
+        "set_device",
+        "StreamContext",
+    ):
         if hasattr(torch.cpu, name):
             setattr(mod, name, getattr(torch.cpu, name))
     mod.current_device = lambda: "cpu"
@@ -110,7 +118,7 @@ class PlatformCPU(PlatformBase):
     def set_device(self, device_index: int) -> None:
         return None
 
-    def synchronize(self, device_index: Optional[int] = None) -> None:
+    def synchronize(self, device_index: int | None = None) -> None:
         return None
 
     def manual_seed(self, seed: int) -> None:
@@ -125,7 +133,7 @@ class PlatformCPU(PlatformBase):
     def empty_cache(self) -> None:
         return None
 
-    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
         return None, None
 
     def communication_backend_name(self) -> str:

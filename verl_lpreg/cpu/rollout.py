@@ -24,12 +24,11 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any
 
 import ray
 import torch
 from omegaconf import DictConfig
-
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout
@@ -50,12 +49,14 @@ def _to_dataclass(cfg, cls):
 
 def _eos_ids(model_config: HFModelConfig, hf_generation_config) -> list[int]:
     ids: list[int] = []
-    for src in (getattr(hf_generation_config, "eos_token_id", None),
-                getattr(model_config.generation_config, "eos_token_id", None) if model_config.generation_config else None,
-                getattr(model_config.tokenizer, "eos_token_id", None) if model_config.tokenizer is not None else None):
+    for src in (
+        getattr(hf_generation_config, "eos_token_id", None),
+        getattr(model_config.generation_config, "eos_token_id", None) if model_config.generation_config else None,
+        getattr(model_config.tokenizer, "eos_token_id", None) if model_config.tokenizer is not None else None,
+    ):
         if src is None:
             continue
-        for i in (src if isinstance(src, (list, tuple)) else [src]):
+        for i in src if isinstance(src, (list, tuple)) else [src]:
             if i is not None and int(i) not in ids:
                 ids.append(int(i))
     return ids
@@ -71,13 +72,15 @@ class HFRolloutServer:
         self.model_config: HFModelConfig = _to_dataclass(model_config, HFModelConfig)
         self.replica_rank = replica_rank
         self.batch_wait_s = batch_wait_s
-        self.global_steps: Optional[int] = None
+        self.global_steps: int | None = None
         num_threads = int(os.environ.get("VERL_LPREG_ROLLOUT_THREADS", "0"))
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         path = self.model_config.local_path or self.model_config.path
         self.model = AutoModelForCausalLM.from_pretrained(
-            path, torch_dtype=torch.float32, attn_implementation="eager",
+            path,
+            torch_dtype=torch.float32,
+            attn_implementation="eager",
             trust_remote_code=self.model_config.trust_remote_code,
         )
         self.model.eval()
@@ -89,7 +92,7 @@ class HFRolloutServer:
         torch.manual_seed(int(self.config.seed) + replica_rank)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_rollout")
         self._pending: list[tuple[dict, asyncio.Future]] = []
-        self._batch_task: Optional[asyncio.Task] = None
+        self._batch_task: asyncio.Task | None = None
         self.num_generated_requests = 0
         self.num_weight_updates = 0
 
@@ -149,7 +152,7 @@ class HFRolloutServer:
         self.num_weight_updates += 1
         return loaded
 
-    async def update_weights(self, state: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
+    async def update_weights(self, state: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
         loaded = await asyncio.get_running_loop().run_in_executor(self._executor, self._load_weights, state)
         if global_steps is not None:
             self.global_steps = global_steps
@@ -182,8 +185,9 @@ class HFRolloutServer:
         elif "max_new_tokens" in sp:
             max_tokens = sp.pop("max_new_tokens")
         else:
-            max_tokens = min(self.config.response_length,
-                             self.config.prompt_length + self.config.response_length - len(prompt_ids))
+            max_tokens = min(
+                self.config.response_length, self.config.prompt_length + self.config.response_length - len(prompt_ids)
+            )
         max_tokens = max(1, min(int(max_tokens), room))
         req = {
             "prompt_ids": prompt_ids,
