@@ -16,7 +16,9 @@ if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
 # our modules before verl would re-enter them half-initialised through that loader.
 import verl  # noqa: F401,E402
 
-from verl_lpreg import plugin as _plugin  # noqa: F401,E402  (registers with verl when verl's loader did not)
+from verl_lpreg import plugin as _plugin  # noqa: E402
+
+_plugin.register()  # idempotent: a no-op when verl's plugin loader already registered everything
 from verl_lpreg.loss import lp_reg_policy_loss  # noqa: E402
 from verl_lpreg.proxy import min_p_proxy_log_prob  # noqa: E402
 

@@ -298,6 +298,7 @@ def _build_trainer_class():
     import transfer_queue as tq
     from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
     from verl.utils.config import omega_conf_to_dataclass
+    from verl.utils.debug import marked_timer
 
     from verl_lpreg.diagnostics import DiagnosticsConfig, WordTokenMap, compute_step_diagnostics
 
@@ -350,7 +351,8 @@ def _build_trainer_class():
             if self._loss_mode == "high_entropy":
                 batch = self._put_high_entropy_mask(batch, metrics)
             if self._diagnostics.enable:
-                metrics.update(self._step_diagnostics(batch))
+                with marked_timer("lp_reg_diagnostics", self.timing_raw):
+                    metrics.update(self._step_diagnostics(batch))
             return batch
 
         def _padded(self, batch, fields):

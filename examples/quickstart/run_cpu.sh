@@ -16,7 +16,7 @@
 # (the previous metrics.jsonl is kept as metrics.until_step<N>.jsonl).
 # Extra arguments are passed to main_ppo as hydra overrides.
 #
-# Env: STEPS (20), OUT_DIR (./outputs/quickstart), PYTHON (python3), LOSS_MODE (lp_reg; vanilla =
+# Env: STEPS (20), OUT_DIR (./outputs/quickstart), PYTHON (default: .venv's, set up on first use), LOSS_MODE (lp_reg; vanilla =
 # plain GRPO), LR (5e-4), BATCH (32 prompts/step), N (8 samples/prompt), MICRO_BATCH (32 sequences),
 # WARMUP_STEPS (300), TEST_FREQ (5), SAVE_FREQ (10), NEG_FRACTION (0.02, rho), SEED (0), RMPAD (false).
 # rho is 0.02 rather than the paper's 0.01 because the reference takes the rho-quantile per
@@ -24,9 +24,18 @@
 # micro-batch of this task has ~400 negative tokens.
 set -euo pipefail
 
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+# Set-up on a fresh machine: create or reuse <repo>/.venv with everything installed
+# (scripts/setup_env.sh, idempotent). Skipped when PYTHON names an interpreter to use.
+if [[ -z "${PYTHON:-}" ]]; then
+  # shellcheck source-path=SCRIPTDIR source=../../scripts/setup_env.sh
+  source "$REPO/scripts/setup_env.sh"
+  PYTHON=python
+fi
+
 STEPS="${STEPS:-20}"
 OUT_DIR="${OUT_DIR:-./outputs/quickstart}"
-PYTHON="${PYTHON:-python3}"
 LOSS_MODE="${LOSS_MODE:-lp_reg}"
 LR="${LR:-5e-4}"
 BATCH="${BATCH:-32}"
@@ -40,8 +49,6 @@ SEED="${SEED:-0}"
 # (tokens in the micro-batch)^2, so padded rows are ~2x faster here. RMPAD=true = the GPU path.
 RMPAD="${RMPAD:-false}"
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 MODEL_DIR="$OUT_DIR/model"
@@ -86,6 +93,8 @@ rm -f "$METRICS" "$OUT_DIR/.first_metrics"
 t_prep=$(date +%s)
 
 echo "[4/4] Lp-Reg GRPO with verl main_ppo on CPU: $STEPS steps (loss_mode=$LOSS_MODE); full log: $LOG"
+# What verl needs on a CPU (platform, engine, rollout, Ray), shared with verl_lpreg.cpu.CPU_OVERRIDES.
+mapfile -t CPU_ARGS < <(grep -v -e '^#' -e '^[[:space:]]*$' "$REPO/verl_lpreg/cpu/overrides.txt")
 ARGS=(
   algorithm.adv_estimator=grpo
   data.train_files="$DATA_DIR/train.parquet"
@@ -111,31 +120,9 @@ ARGS=(
   actor_rollout_ref.rollout.seed="$SEED"
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="${MICRO_BATCH:-32}"
   actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu="${MICRO_BATCH:-32}"  # used only with a KL loss
-  # CPU: platform, engine, rollout and Ray settings (verl_lpreg/cpu/__init__.py CPU_OVERRIDES)
-  trainer.device=cpu
-  trainer.nnodes=1
-  trainer.n_gpus_per_node=1
-  actor_rollout_ref.rollout.name=hf
-  actor_rollout_ref.rollout.tensor_model_parallel_size=1
-  actor_rollout_ref.rollout.agent.num_workers=1
-  actor_rollout_ref.actor.strategy=fsdp2
-  actor_rollout_ref.actor.fsdp_config.model_dtype=fp32
-  +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32
-  +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32
-  actor_rollout_ref.actor.fsdp_config.use_torch_compile=false
-  actor_rollout_ref.actor.use_torch_compile=false
-  +actor_rollout_ref.model.override_config.attn_implementation=eager
-  actor_rollout_ref.model.enable_gradient_checkpointing=false
-  transfer_queue.backend.SimpleStorage.num_data_storage_units=1
-  ray_kwargs.ray_init.num_cpus=16
-  +ray_kwargs.ray_init.num_gpus=1
-  +ray_kwargs.ray_init.include_dashboard=false
+  "${CPU_ARGS[@]}"
   +ray_kwargs.ray_init.address=local  # always a fresh local cluster, never a running one
   reward.num_workers=1
-  # verl's sync replay buffer, polling every 50 ms instead of 2 s
-  trainer.v1.sampler.custom_sampler.path=pkg://verl_lpreg.cpu.replay_buffer
-  trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer
-  +trainer.v1.sampler.sampler_kwargs.poll_interval=0.05
   # run
   trainer.logger="[console,file]"
   trainer.project_name=verl_lpreg_quickstart

@@ -22,6 +22,7 @@ The hydra overrides a CPU run needs are in :data:`CPU_OVERRIDES` (and examples/q
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 import os
 import sys
 
@@ -129,26 +130,12 @@ def _patch_fsdp2_offload_pinning() -> None:
 _patch_fsdp2_offload_pinning()  # after the platform exists: the module resolves it at import
 
 
-#: Hydra overrides for verl's ``ppo_trainer`` config that a CPU run needs (one process, one "GPU").
+#: Hydra overrides for verl's ``ppo_trainer`` config that a CPU run needs (one process, one "GPU"),
+#: kept in ``overrides.txt`` beside this file, which the quick-start script reads too.
 CPU_OVERRIDES: list[str] = [
-    "trainer.device=cpu",
-    "trainer.nnodes=1",
-    "trainer.n_gpus_per_node=1",
-    "actor_rollout_ref.rollout.name=hf",
-    "actor_rollout_ref.rollout.mode=async",
-    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-    "actor_rollout_ref.rollout.agent.num_workers=1",
-    "actor_rollout_ref.actor.strategy=fsdp2",
-    "actor_rollout_ref.actor.fsdp_config.model_dtype=fp32",
-    "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
-    "+actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32",
-    "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
-    "actor_rollout_ref.actor.use_torch_compile=false",
-    "+actor_rollout_ref.model.override_config.attn_implementation=eager",
-    "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-    "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-    "ray_kwargs.ray_init.num_cpus=16",
-    "+ray_kwargs.ray_init.num_gpus=1",
+    line.strip()
+    for line in (Path(__file__).with_name("overrides.txt")).read_text().splitlines()
+    if line.strip() and not line.lstrip().startswith("#")
 ]
 
 __all__ = ["PlatformCPU", "CPU_OVERRIDES", "SUPPORTED_VERL_VERSION"]
