@@ -74,6 +74,10 @@ def test_three_lp_reg_steps_with_signal(quickstart_run):
         assert "actor/lp_reg/reg_fraction" in d
         assert 0.0 <= d["actor/lp_reg/reg_fraction"] <= 1.0
         assert any(k.startswith("lp_reg/") for k in d)
+        # the proxy reached the trainer: kappa * p_max <= kappa, and some tokens lie outside its support
+        assert 0.0 < d["lp_reg/minp_threshold_mean"] <= 0.02
+        assert 0.0 <= d["lp_reg/proxy_filtered_fraction"] < 1.0
+        assert d["timing_s/lp_reg_diagnostics"] < d["timing_s/step"]
     # progress lines and the summary were printed
     assert proc.stdout.count("[train] step") >= 4
     assert "[summary] reward" in proc.stdout
