@@ -49,6 +49,8 @@ SEED="${SEED:-0}"
 # (tokens in the micro-batch)^2, so padded rows are ~2x faster here. RMPAD=true = the GPU path.
 RMPAD="${RMPAD:-false}"
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 MODEL_DIR="$OUT_DIR/model"
@@ -87,9 +89,8 @@ if [[ -z "$resume_step" ]]; then
   [[ -f "$MODEL_DIR/model.safetensors" ]] || { echo "warm-up failed" >&2; exit 1; }
 else
   echo "[1-3/4] resuming from $CKPT_DIR/global_step_$resume_step (model and data kept)"
-  if [[ -f "$METRICS" ]]; then mv "$METRICS" "$OUT_DIR/metrics.until_step${resume_step}.jsonl"; fi
+  lpreg_quickstart_keep_metrics
 fi
-rm -f "$METRICS" "$OUT_DIR/.first_metrics"
 t_prep=$(date +%s)
 
 echo "[4/4] Lp-Reg GRPO with verl main_ppo on CPU: $STEPS steps (loss_mode=$LOSS_MODE); full log: $LOG"
@@ -136,23 +137,4 @@ ARGS=(
   trainer.max_actor_ckpt_to_keep=2
 )
 
-"$PYTHON" -m verl_lpreg.main_ppo "${ARGS[@]}" "$@" >"$LOG" 2>&1 &
-TRAIN_PID=$!
-trap 'kill "$TRAIN_PID" 2>/dev/null || true' INT TERM
-"$PYTHON" "$HERE/progress.py" follow --metrics "$METRICS" --pid "$TRAIN_PID" --steps "$STEPS" \
-  --mark "$OUT_DIR/.first_metrics" || true
-rc=0
-wait "$TRAIN_PID" || rc=$?
-t_end=$(date +%s)
-if [[ $rc -ne 0 ]]; then
-  echo "[error] training failed (exit $rc); last lines of $LOG:" >&2
-  grep -v -e "target_num_threads" "$LOG" | tail -40 >&2
-  exit "$rc"
-fi
-startup=""
-if [[ -f "$OUT_DIR/.first_metrics" ]]; then
-  startup=$("$PYTHON" -c "print(float(open('$OUT_DIR/.first_metrics').read()) - $t_prep)")
-fi
-"$PYTHON" "$HERE/progress.py" summary --metrics "$METRICS" --steps "$STEPS" --ckpt "$CKPT_DIR" \
-  --wall "$((t_end - t_prep))" ${startup:+--startup "$startup"}
-echo "[done] total wall time $((t_end - t0))s (preparation $((t_prep - t0))s); metrics: $METRICS"
+lpreg_quickstart_train "${ARGS[@]}" "$@"
