@@ -1,7 +1,8 @@
-"""End to end: examples/quickstart/run_cpu.sh with STEPS=3, then resumed to step 4.
+"""End to end: examples/quickstart/run_cpu.sh with STEPS=3, then resumed to step 4; and two
+steps of the 80/20 baseline (loss_mode=high_entropy) through the same trainer.
 
 Runs verl 0.9.1's real main_ppo (Ray, TransferQueue, agent loop, reward loop, FSDP2 engine) on
-CPU through ``verl_lpreg.main_ppo`` with ``loss_mode=lp_reg``. About 2-3 minutes on 2 cores.
+CPU through ``verl_lpreg.main_ppo``. About 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "quickstart" / "run_cpu.sh"
 
 
-def _run(out_dir: Path, steps: int, timeout: int = 900) -> subprocess.CompletedProcess:
+def _run(out_dir: Path, steps: int, timeout: int = 900, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env.update(STEPS=str(steps), OUT_DIR=str(out_dir), PYTHON=sys.executable)
+    env.update(STEPS=str(steps), OUT_DIR=str(out_dir), PYTHON=sys.executable, **extra_env)
     # The test checks the plumbing, not learning: keep the warm-up short but long enough that
     # sampled answers are right only part of the time (rewards vary within a group).
     env.setdefault("WARMUP_STEPS", "300")
@@ -94,3 +95,14 @@ def test_resume_continues_at_step_4(quickstart_run):
     assert sorted(steps) == [4]
     assert steps[4]["actor/grad_norm"] >= 0
     assert (out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
+
+
+def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(tmp_path):
+    _run(tmp_path, steps=2, LOSS_MODE="high_entropy")
+    steps = _train_steps(_records(tmp_path / "metrics.jsonl"))
+    assert sorted(steps) == [1, 2]
+    for d in steps.values():
+        # the mask is built over the whole batch by pi_old entropy: exactly the top 20% of tokens
+        assert d["high_entropy/selected_fraction"] == pytest.approx(0.2, abs=0.01)
+        assert "actor/lp_reg/reg_fraction" not in d
+    assert any(d["actor/grad_norm"] > 0 for d in steps.values())

@@ -356,8 +356,13 @@ def _build_trainer_class():
             return batch
 
         def _padded(self, batch, fields):
+            """Padded ``[B, R]`` fields; ``response_mask`` also zero on the samples verl added only
+            to balance the data-parallel ranks (tag ``is_padding``), which no statistic counts."""
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-            return {k: _to_padded(v) for k, v in data.items()}
+            padded = {k: _to_padded(v) for k, v in data.items()}
+            real = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags])
+            padded["response_mask"] = padded["response_mask"].bool() & real.unsqueeze(1)
+            return padded
 
         def _put_high_entropy_mask(self, batch, metrics):
             """The 80/20 token mask over the whole batch, by pi_old entropy. ``loss_mask`` becomes
@@ -368,17 +373,18 @@ def _build_trainer_class():
 
             from verl_lpreg.high_entropy import high_entropy_mask
 
-            data = tq.kv_batch_get(
-                keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"]
-            )
-            response_mask = data["response_mask"]
-            padded_mask = _to_padded(response_mask).bool()
-            selected = high_entropy_mask(_to_padded(data["entropy"]), padded_mask, self._high_entropy.top_fraction)
-            metrics["high_entropy/selected_fraction"] = float(selected.sum()) / max(int(padded_mask.sum()), 1)
+            data = self._padded(batch, ["entropy", "response_mask"])
+            valid = data["response_mask"]
+            selected = high_entropy_mask(data["entropy"], valid, self._high_entropy.top_fraction)
+            metrics["high_entropy/selected_fraction"] = float(selected.sum()) / max(int(valid.sum()), 1)
+            # back to the jagged layout of the batch's response fields
+            nested_mask = tq.kv_batch_get(
+                keys=batch.keys, partition_id=batch.partition_id, select_fields=["response_mask"]
+            )["response_mask"]
             fields = TensorDict(
                 {
-                    HIGH_ENTROPY_MASK_FIELD: response_to_nested(selected.float(), response_mask),
-                    "loss_mask": response_to_nested(selected.to(torch.int64), response_mask),
+                    HIGH_ENTROPY_MASK_FIELD: response_to_nested(selected.float(), nested_mask),
+                    "loss_mask": response_to_nested(selected.to(torch.int64), nested_mask),
                 },
                 batch_size=len(batch),
             )
@@ -389,7 +395,7 @@ def _build_trainer_class():
             if self._loss_mode == "lp_reg":
                 fields += [PROXY_FIELD, MARGIN_FIELD]
             data = self._padded(batch, fields)
-            response_mask = data["response_mask"].bool()
+            response_mask = data["response_mask"]
             old_log_probs = data["old_log_probs"].float()
             extra = {}
             if self._loss_mode == "lp_reg":

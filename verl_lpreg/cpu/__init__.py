@@ -22,9 +22,9 @@ The hydra overrides a CPU run needs are in :data:`CPU_OVERRIDES` (and examples/q
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 import os
 import sys
+from pathlib import Path
 
 import verl
 
