@@ -39,9 +39,10 @@ def test_overrides_reach_the_dataclass():
         "actor_rollout_ref.actor.policy_loss.lp_reg.min_p=0.1",
         "actor_rollout_ref.actor.policy_loss.lp_reg.proxy_mode=fixed",
         "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.005",
+        "actor_rollout_ref.actor.policy_loss.lp_reg.selection=batch",
     )
     lp = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss).lp_reg
-    assert (lp.min_p, lp.proxy_mode, lp.neg_fraction) == (0.1, "fixed", 0.005)
+    assert (lp.min_p, lp.proxy_mode, lp.neg_fraction, lp.selection) == (0.1, "fixed", 0.005, "batch")
 
 
 def test_typo_in_a_key_fails_at_compose_time():
@@ -58,6 +59,7 @@ def test_typo_in_a_key_fails_at_compose_time():
         ("lp_reg.kl_coef=-1", r"lp_reg.kl_coef=-1(\.0)? is out of range"),
         ("lp_reg.proxy_mode=topk", r"lp_reg.proxy_mode='topk' is not supported"),
         ("high_entropy.top_fraction=0", r"high_entropy.top_fraction=0(\.0)? is out of range"),
+        ("lp_reg.selection=global", r"lp_reg.selection='global' is not supported"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_name(override, message):

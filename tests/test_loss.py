@@ -153,3 +153,19 @@ def test_property_finite_and_bounded(rows, cols, masked_share, rho, seed, agg):
     assert (lp.grad[~mask] == 0).all()
     n_neg = int((mask & (adv < 0)).sum())
     assert metrics["lp_reg/reg_count"] <= max(1, int(n_neg * rho))
+
+
+def test_precomputed_candidates_replace_the_per_call_selection():
+    from verl_lpreg.loss import select_candidates
+
+    old_lp, lp, proxy, adv, mask = make_batch(11, rows=6, cols=60)
+    same, m_same = lp_reg_policy_loss(
+        old_lp, lp, proxy, adv, mask, neg_fraction=0.2, candidates=select_candidates(lp, adv, mask, 0.2, 0.0)
+    )
+    per_call, m_call = lp_reg_policy_loss(old_lp, lp, proxy, adv, mask, neg_fraction=0.2)
+    assert same.item() == pytest.approx(per_call.item()) and m_same == m_call
+    # any candidate mask: exactly the candidates below the proxy are regularised, masked tokens never
+    candidates = torch.zeros_like(mask)
+    candidates[:, ::3] = True
+    _, metrics = lp_reg_policy_loss(old_lp, lp, proxy, adv, mask, candidates=candidates)
+    assert metrics["lp_reg/reg_count"] == int((candidates & mask & (lp < proxy)).sum())

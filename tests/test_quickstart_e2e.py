@@ -1,5 +1,6 @@
-"""End to end: examples/quickstart/run_cpu.sh with STEPS=3, then resumed to step 4; and two
-steps of the 80/20 baseline (loss_mode=high_entropy) through the same trainer.
+"""End to end: examples/quickstart/run_cpu.sh with STEPS=3, then resumed to step 4; two steps
+of the 80/20 baseline (loss_mode=high_entropy) and two of the batch-wide Lp-Reg selection
+through the same trainer.
 
 Runs verl 0.9.1's real main_ppo (Ray, TransferQueue, agent loop, reward loop, FSDP2 engine) on
 CPU through ``verl_lpreg.main_ppo``. About 3 minutes on 2 cores.
@@ -21,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "quickstart" / "run_cpu.sh"
 
 
-def _run(out_dir: Path, steps: int, timeout: int = 900, **extra_env: str) -> subprocess.CompletedProcess:
+def _run(
+    out_dir: Path, steps: int, timeout: int = 900, overrides: tuple[str, ...] = (), **extra_env: str
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(STEPS=str(steps), OUT_DIR=str(out_dir), PYTHON=sys.executable, **extra_env)
     # The test checks the plumbing, not learning: keep the warm-up short but long enough that
@@ -29,7 +32,9 @@ def _run(out_dir: Path, steps: int, timeout: int = 900, **extra_env: str) -> sub
     env.setdefault("WARMUP_STEPS", "300")
     env.setdefault("BATCH", "8")  # 64 samples a step: fastest setting with Lp-Reg active (k > 1)
     env.setdefault("RMPAD", "true")  # verl's remove-padding path, the one GPU runs take
-    proc = subprocess.run(["bash", str(SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *overrides], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
         log = out_dir / "train.log"
         tail = log.read_text()[-6000:] if log.exists() else ""
@@ -106,3 +111,14 @@ def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(tmp_path):
         assert d["high_entropy/selected_fraction"] == pytest.approx(0.2, abs=0.01)
         assert "actor/lp_reg/reg_fraction" not in d
     assert any(d["actor/grad_norm"] > 0 for d in steps.values())
+
+
+def test_batch_wide_selection_through_the_trainer(tmp_path):
+    """lp_reg.selection=batch: the trainer picks the rho-quantile over the whole batch each step."""
+    _run(tmp_path, steps=2, overrides=("actor_rollout_ref.actor.policy_loss.lp_reg.selection=batch",))
+    steps = _train_steps(_records(tmp_path / "metrics.jsonl"))
+    assert sorted(steps) == [1, 2]
+    for d in steps.values():
+        # rho = 0.02 of the negative tokens: at most 2% of all tokens, and some
+        assert 0.0 < d["lp_reg/candidate_fraction"] <= 0.02
+        assert 0.0 <= d["actor/lp_reg/reg_fraction"] <= 1.0

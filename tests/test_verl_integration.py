@@ -201,9 +201,10 @@ def _pad_rows(seqs):
     return torch.stack([torch.nn.functional.pad(s, (0, width - len(s))) for s in seqs])
 
 
-def expected_lp_reg_pg_loss(old_log_probs, proxy, cfg):
+def expected_lp_reg_pg_loss(old_log_probs, proxy, cfg, candidates=None):
     """Sum over the two micro-batches of the pure loss at the unchanged parameters (ratio 1),
-    normalised by the mini-batch's token count as verl does."""
+    normalised by the mini-batch's token count as verl does (``candidates``: per-sample masks
+    of a batch-wide selection)."""
     lp = cfg.actor_rollout_ref.actor.policy_loss.lp_reg
     total_tokens = sum(resp_len for _, resp_len, _ in SAMPLES)
     total = 0.0
@@ -212,6 +213,7 @@ def expected_lp_reg_pg_loss(old_log_probs, proxy, cfg):
         prox = _pad_rows([proxy[r] for r in rows])
         adv = _pad_rows([torch.full((SAMPLES[r][1],), SAMPLES[r][2]) for r in rows])
         mask = _pad_rows([torch.ones(SAMPLES[r][1]) for r in rows]).bool()
+        cand = None if candidates is None else _pad_rows([candidates[r].float() for r in rows]).bool()
         loss, _ = lp_reg_policy_loss(
             old,
             old,
@@ -223,6 +225,7 @@ def expected_lp_reg_pg_loss(old_log_probs, proxy, cfg):
             clip_ratio_low=1.0,
             clip_ratio_high=9.0,
             batch_num_tokens=total_tokens,
+            candidates=cand,
         )
         total += loss.item()
     return total
@@ -251,6 +254,47 @@ def test_update_actor_with_lp_reg(worker, tiny_model):
     vanilla = -sum(adv * resp_len for _, resp_len, adv in SAMPLES) / sum(resp_len for _, resp_len, _ in SAMPLES)
     assert pg_loss == pytest.approx(expected_lp_reg_pg_loss(old_log_probs, fields[PROXY_FIELD].unbind(), cfg), rel=1e-4)
     assert pg_loss != pytest.approx(vanilla, rel=1e-3)
+
+
+def test_batch_wide_selection_reaches_every_micro_batch(worker, tiny_model):
+    """``lp_reg.selection=batch``: the candidates chosen over the whole batch (as the trainer does)
+    are used by each micro-batch's loss instead of a per-micro-batch quantile."""
+    from verl_lpreg.loss import select_candidates
+    from verl_lpreg.verl_integration import CANDIDATES_FIELD
+
+    cfg = compose_config(
+        tiny_model,
+        "actor_rollout_ref.actor.policy_loss.lp_reg.selection=batch",
+        "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.3",
+    )
+    batch = rollout_batch(seed=6)
+    old_output = compute_old_log_prob(worker, batch, proxy=False)
+    old = response_from_nested(old_output["log_probs"], batch["response_mask"]).unbind()
+    # a proxy above the policy everywhere, by varying amounts: every candidate is regularised with
+    # its own k3, so a different candidate set gives a different loss
+    gen = torch.Generator().manual_seed(0)
+    lifted = [o + 0.5 + 1.5 * torch.rand(len(o), generator=gen) for o in old]
+    proxy = torch.nested.as_nested_tensor(lifted, layout=torch.jagged)
+    padded_old = _pad_rows(list(old))
+    advantages = _pad_rows([torch.full((resp_len,), adv) for _, resp_len, adv in SAMPLES])
+    valid = _pad_rows([torch.ones(resp_len) for _, resp_len, _ in SAMPLES]).bool()
+    # rho 0.3: 3 of the batch's 13 negative tokens; per micro-batch (9 and 4 negatives) only the
+    # first would get any (int(2.7) = 2; int(1.2) = 1 is no step)
+    chosen = select_candidates(padded_old, advantages, valid, 0.3, 0.0)
+    per_sample = [chosen[i, :resp_len] for i, (_, resp_len, _) in enumerate(SAMPLES)]
+    nested = torch.nested.as_nested_tensor([c.float() for c in per_sample], layout=torch.jagged)
+    worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)))
+    metrics = worker.update_actor(training_batch(batch, old_output, **{PROXY_FIELD: proxy, CANDIDATES_FIELD: nested}))[
+        "metrics"
+    ]
+    want = expected_lp_reg_pg_loss(old, proxy.unbind(), cfg, candidates=per_sample)
+    assert sum(metrics["actor/pg_loss"]) == pytest.approx(want, rel=1e-4)
+    # and it is not what a per-micro-batch selection gives on this batch
+    assert want != pytest.approx(expected_lp_reg_pg_loss(old, proxy.unbind(), cfg), rel=1e-4)
+
+    # without the trainer's candidates the loss refuses to guess
+    with pytest.raises(RuntimeError, match=CANDIDATES_FIELD):
+        worker.update_actor(training_batch(batch, old_output, **{PROXY_FIELD: proxy}))
 
 
 def test_missing_proxy_fails_loudly(worker, tiny_model):

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 LP_REG_KEY = "actor_rollout_ref.actor.policy_loss.lp_reg"
+SELECTION_SCOPES = ("micro_batch", "batch")
 HIGH_ENTROPY_KEY = "actor_rollout_ref.actor.policy_loss.high_entropy"
 
 
@@ -51,6 +52,10 @@ class LpRegConfig(BaseConfig):
         lowest probability that are candidates for regularisation; 0.01 (14B), 0.005 (32B).
     pos_fraction: the same for positive advantages; 0 in every paper run.
     kl_coef [beta]: weight of the k3 term; 1.
+    selection: where the rho-quantile is taken. ``micro_batch`` (the reference): over the
+        tokens of each micro-batch, by the current log-prob. ``batch`` (the paper's reading): over
+        the whole training batch, once per step, by pi_old's log-prob (the current policy's at the
+        update when training on-policy).
     """
 
     proxy_mode: str = "minp"
@@ -59,6 +64,7 @@ class LpRegConfig(BaseConfig):
     neg_fraction: float = 0.01
     pos_fraction: float = 0.0
     kl_coef: float = 1.0
+    selection: str = "micro_batch"
 
     def __post_init__(self):
         if self.proxy_mode not in PROXY_MODES:
@@ -68,6 +74,8 @@ class LpRegConfig(BaseConfig):
         _check_fraction(f"{LP_REG_KEY}.pos_fraction", self.pos_fraction, allow_zero=True)
         if not self.kl_coef >= 0.0:
             raise ValueError(f"{LP_REG_KEY}.kl_coef={self.kl_coef!r} is out of range: allowed >= 0")
+        if self.selection not in SELECTION_SCOPES:
+            raise ValueError(f"{LP_REG_KEY}.selection={self.selection!r} is not supported: allowed {SELECTION_SCOPES}")
         if not isinstance(self.soft, bool):
             raise ValueError(f"{LP_REG_KEY}.soft={self.soft!r} must be true or false")
 

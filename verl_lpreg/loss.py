@@ -12,7 +12,8 @@ Per token t with ratio ``r = exp(log_prob - old_log_prob)``, advantage ``A`` and
 4. aggregate with verl's ``agg_loss`` (token-mean in every paper run).
 
 The selection runs over the tokens passed in one call: one micro-batch when verl calls it,
-as the reference does.
+as the reference does (``lp_reg.selection=micro_batch``). With ``selection=batch`` (the paper's
+reading, over the whole batch) the trainer selects once per step and passes ``candidates``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from verl.trainer.ppo.core_algos import agg_loss
 
-__all__ = ["K3_CLAMP", "k3_divergence", "lp_reg_policy_loss", "select_low_prob_tokens"]
+__all__ = ["K3_CLAMP", "k3_divergence", "lp_reg_policy_loss", "select_candidates", "select_low_prob_tokens"]
 
 K3_CLAMP = 10.0
 
@@ -57,6 +58,18 @@ def select_low_prob_tokens(log_prob: torch.Tensor, candidates: torch.Tensor, fra
     return selected.reshape(candidates.shape)
 
 
+@torch.no_grad()
+def select_candidates(
+    log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, neg_fraction: float, pos_fraction: float
+) -> torch.Tensor:
+    """Step 2's candidates: the lowest-``log_prob`` ``neg_fraction`` of the valid negative-advantage
+    tokens, and the lowest ``pos_fraction`` of the positive ones (SPEC §3)."""
+    selected = select_low_prob_tokens(log_prob, mask & (advantages < 0), neg_fraction)
+    if pos_fraction > 0:
+        selected |= select_low_prob_tokens(log_prob, mask & (advantages > 0), pos_fraction)
+    return selected
+
+
 def lp_reg_policy_loss(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
@@ -71,6 +84,7 @@ def lp_reg_policy_loss(
     clip_ratio_high: float = 0.2,
     loss_agg_mode: str = "token-mean",
     rollout_is_weights: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
     dp_size: int = 1,
     batch_num_tokens: int | None = None,
     global_batch_size: int | None = None,
@@ -80,7 +94,9 @@ def lp_reg_policy_loss(
 
     All tensors are ``[batch, response_length]``. ``neg_fraction`` is rho, ``pos_fraction``
     rho_pos, ``kl_coef`` beta. ``rollout_is_weights`` (verl's rollout correction) multiplies
-    the per-token losses as in verl's vanilla loss. ``dp_size``, ``batch_num_tokens``,
+    the per-token losses as in verl's vanilla loss. ``candidates`` replaces step 2's selection by
+    a precomputed mask (the batch-wide selection of ``lp_reg.selection=batch``); the
+    ``log_prob < proxy_log_prob`` condition still applies. ``dp_size``, ``batch_num_tokens``,
     ``global_batch_size`` and ``loss_scale_factor`` are verl's global-batch normalisation
     arguments, passed to ``agg_loss`` unchanged. On an all-masked input the loss is 0 (with a
     gradient path to ``log_prob``) instead of verl's NaN.
@@ -98,9 +114,10 @@ def lp_reg_policy_loss(
     pg_losses = torch.maximum(unclipped, clipped)
 
     below_proxy = log_prob.detach() < proxy_log_prob
-    selected = select_low_prob_tokens(log_prob, mask & (advantages < 0), neg_fraction)
-    if pos_fraction > 0:
-        selected |= select_low_prob_tokens(log_prob, mask & (advantages > 0), pos_fraction)
+    if candidates is None:
+        selected = select_candidates(log_prob, advantages, mask, neg_fraction, pos_fraction)
+    else:
+        selected = candidates.bool() & mask
     regularised = selected & below_proxy
     k3 = k3_divergence(log_prob, proxy_log_prob)
     pg_losses = torch.where(regularised, unclipped + kl_coef * k3, pg_losses)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from verl_lpreg.config import HighEntropyConfig, LpRegConfig, policy_loss_group
-from verl_lpreg.loss import lp_reg_policy_loss
+from verl_lpreg.loss import lp_reg_policy_loss, select_candidates
 from verl_lpreg.proxy import min_p_proxy_stats
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ TRAINER_MODE = "lp_reg"
 PROXY_FIELD = "proxy_log_probs"
 MARGIN_FIELD = "proxy_threshold_margin"
 HIGH_ENTROPY_MASK_FIELD = "high_entropy_mask"
+CANDIDATES_FIELD = "lp_reg_candidates"
 # Full-sequence (nested) engine outputs; the trainer turns them into the response fields above.
 _ENGINE_PROXY_FIELD = "lp_reg_proxy_log_probs_seq"
 _ENGINE_MARGIN_FIELD = "lp_reg_proxy_margin_seq"
@@ -44,8 +45,10 @@ _ENGINE_MARGIN_FIELD = "lp_reg_proxy_margin_seq"
 _REQUEST_MIN_P = "lp_reg_proxy_min_p"
 _REQUEST_MODE = "lp_reg_proxy_mode"
 _REQUEST_SOFT = "lp_reg_proxy_soft"
-# Loss modes that need an extra per-token tensor, and the batch field that carries it.
-EXTRA_LOSS_INPUTS = {"lp_reg": PROXY_FIELD, "high_entropy": HIGH_ENTROPY_MASK_FIELD}
+# Per-token batch fields that the registered losses read (through extended_ppo_loss), and the
+# loss modes that need them.
+LOSS_INPUT_FIELDS = (PROXY_FIELD, CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD)
+EXTRA_INPUT_LOSS_MODES = ("lp_reg", "high_entropy")
 
 _loss_inputs: ContextVar[dict | None] = ContextVar("verl_lpreg_loss_inputs", default=None)
 
@@ -168,7 +171,7 @@ def extended_ppo_loss(config, model_output, data, dp_group=None):
     from verl.workers.utils.losses import ppo_loss
 
     extras = {}
-    for field in EXTRA_LOSS_INPUTS.values():
+    for field in LOSS_INPUT_FIELDS:
         if field in data.keys():
             extras[field] = data.select(field).to_padded_tensor()[field]
     token = _loss_inputs.set(extras)
@@ -178,8 +181,7 @@ def extended_ppo_loss(config, model_output, data, dp_group=None):
         _loss_inputs.reset(token)
 
 
-def _extra_input(loss_mode: str, like: torch.Tensor) -> torch.Tensor:
-    field = EXTRA_LOSS_INPUTS[loss_mode]
+def _extra_input(field: str, like: torch.Tensor, loss_mode: str) -> torch.Tensor:
     extras = _loss_inputs.get()
     if extras is None or field not in extras:
         raise RuntimeError(
@@ -206,10 +208,11 @@ def compute_policy_loss_lp_reg(
     actor config's clip ratios, ``policy_loss.lp_reg`` group and global-batch normalisation."""
     lp = policy_loss_group(config.policy_loss, "lp_reg", LpRegConfig)
     clip_low, clip_high = _clip_ratios(config)
+    candidates = _extra_input(CANDIDATES_FIELD, log_prob, "lp_reg").bool() if lp.selection == "batch" else None
     return lp_reg_policy_loss(
         old_log_prob,
         log_prob,
-        _extra_input("lp_reg", log_prob).float(),
+        _extra_input(PROXY_FIELD, log_prob, "lp_reg").float(),
         advantages,
         response_mask,
         neg_fraction=lp.neg_fraction,
@@ -219,6 +222,7 @@ def compute_policy_loss_lp_reg(
         clip_ratio_high=clip_high,
         loss_agg_mode=loss_agg_mode,
         rollout_is_weights=rollout_is_weights,
+        candidates=candidates,
         **config.global_batch_info,
     )
 
@@ -238,7 +242,7 @@ def compute_policy_loss_high_entropy(
         log_prob,
         advantages,
         response_mask,
-        _extra_input("high_entropy", log_prob).bool(),
+        _extra_input(HIGH_ENTROPY_MASK_FIELD, log_prob, "high_entropy").bool(),
         clip_ratio_low=clip_low,
         clip_ratio_high=clip_high,
         clip_ratio_c=config.get("clip_ratio_c", 3.0),
@@ -287,7 +291,7 @@ def check_config(config) -> None:
             )
     if loss_mode == "high_entropy":
         policy_loss_group(actor.policy_loss, "high_entropy", HighEntropyConfig)
-    if loss_mode in EXTRA_LOSS_INPUTS and actor.get("strategy") not in ("fsdp", "fsdp2"):
+    if loss_mode in EXTRA_INPUT_LOSS_MODES and actor.get("strategy") not in ("fsdp", "fsdp2"):
         raise ValueError(
             f"loss_mode={loss_mode} is wired into verl's FSDP engine only; "
             f"actor_rollout_ref.actor.strategy={actor.get('strategy')!r} is not supported (use fsdp or fsdp2)"
@@ -350,6 +354,8 @@ def _build_trainer_class():
             batch = super()._compute_advantage(batch, metrics)
             if self._loss_mode == "high_entropy":
                 batch = self._put_high_entropy_mask(batch, metrics)
+            if self._loss_mode == "lp_reg" and self._lp_reg.selection == "batch":
+                batch = self._put_lp_reg_candidates(batch, metrics)
             if self._diagnostics.enable:
                 with marked_timer("lp_reg_diagnostics", self.timing_raw):
                     metrics.update(self._step_diagnostics(batch))
@@ -364,31 +370,42 @@ def _build_trainer_class():
             padded["response_mask"] = padded["response_mask"].bool() & real.unsqueeze(1)
             return padded
 
+        def _put_response_fields(self, batch, padded: dict[str, torch.Tensor]):
+            """Store padded ``[B, R]`` per-token fields in the batch's jagged response layout."""
+            from tensordict import TensorDict
+            from verl.workers.utils.padding import response_to_nested
+
+            nested_mask = tq.kv_batch_get(
+                keys=batch.keys, partition_id=batch.partition_id, select_fields=["response_mask"]
+            )["response_mask"]
+            fields = TensorDict(
+                {name: response_to_nested(value, nested_mask) for name, value in padded.items()}, batch_size=len(batch)
+            )
+            return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+
         def _put_high_entropy_mask(self, batch, metrics):
             """The 80/20 token mask over the whole batch, by pi_old entropy. ``loss_mask`` becomes
             the selected tokens too: verl's engine counts it for the token-mean denominator, and
             the 80/20 loss averages over the selected tokens only, as its authors' code does."""
-            from tensordict import TensorDict
-            from verl.workers.utils.padding import response_to_nested
-
             from verl_lpreg.high_entropy import high_entropy_mask
 
             data = self._padded(batch, ["entropy", "response_mask"])
             valid = data["response_mask"]
             selected = high_entropy_mask(data["entropy"], valid, self._high_entropy.top_fraction)
             metrics["high_entropy/selected_fraction"] = float(selected.sum()) / max(int(valid.sum()), 1)
-            # back to the jagged layout of the batch's response fields
-            nested_mask = tq.kv_batch_get(
-                keys=batch.keys, partition_id=batch.partition_id, select_fields=["response_mask"]
-            )["response_mask"]
-            fields = TensorDict(
-                {
-                    HIGH_ENTROPY_MASK_FIELD: response_to_nested(selected.float(), nested_mask),
-                    "loss_mask": response_to_nested(selected.to(torch.int64), nested_mask),
-                },
-                batch_size=len(batch),
+            return self._put_response_fields(
+                batch, {HIGH_ENTROPY_MASK_FIELD: selected.float(), "loss_mask": selected.to(torch.int64)}
             )
-            return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+
+        def _put_lp_reg_candidates(self, batch, metrics):
+            """``lp_reg.selection=batch``: the rho-quantile over the whole batch, by pi_old's log-prob."""
+            data = self._padded(batch, ["old_log_probs", "advantages", "response_mask"])
+            valid = data["response_mask"]
+            candidates = select_candidates(
+                data["old_log_probs"], data["advantages"], valid, self._lp_reg.neg_fraction, self._lp_reg.pos_fraction
+            )
+            metrics["lp_reg/candidate_fraction"] = float(candidates.sum()) / max(int(valid.sum()), 1)
+            return self._put_response_fields(batch, {CANDIDATES_FIELD: candidates.float()})
 
         def _step_diagnostics(self, batch) -> dict[str, Any]:
             fields = ["responses", "response_mask", "old_log_probs", "advantages", "entropy"]
@@ -480,7 +497,8 @@ def register_all() -> None:
 
 
 __all__ = [
-    "EXTRA_LOSS_INPUTS",
+    "CANDIDATES_FIELD",
+    "LOSS_INPUT_FIELDS",
     "MARGIN_FIELD",
     "PROXY_FIELD",
     "TRAINER_MODE",
