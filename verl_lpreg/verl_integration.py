@@ -7,8 +7,8 @@
   logits are never copied. Otherwise it is verl's engine, unchanged.
 * Trainer registry: :class:`LpRegTrainer` (``trainer.v1.trainer_mode=lp_reg``) is verl's
   sync trainer that asks for the proxy, stores it in the batch as ``proxy_log_probs``
-  (response-aligned, like ``old_log_probs``), computes the 80/20 token mask over the whole
-  batch, logs the diagnostics, installs :func:`extended_ppo_loss` as the actor's loss and
+  (response-aligned, like ``old_log_probs``), computes the 80/20 token mask (and, with
+  ``lp_reg.selection=batch``, the Lp-Reg candidates) over the whole batch, logs the diagnostics, installs :func:`extended_ppo_loss` as the actor's loss and
   refuses, at start-up, the configurations that cannot carry a proxy.
 * Policy-loss registry: ``lp_reg`` and ``high_entropy``. verl's ``ppo_loss`` hands a
   registered loss only its fixed tensors, so :func:`extended_ppo_loss` puts the extra
