@@ -13,15 +13,14 @@ _PARTS = {"AIME2025-I": "I", "AIME2025-II": "II"}
 
 
 def convert(row: dict, config) -> Example:
-    answer = row.get("answer")
     sid = column(row, "id", "ID", "problem_idx")
     metadata = {k: row[k] for k in ("url", "year") if row.get(k) is not None}
     if config in _PARTS:
         metadata["part"] = _PARTS[config]
     return Example(
         problem=str(column(row, "problem", "question") or ""),
-        answer="" if answer is None else str(answer),
-        source_id="" if sid is None else str(sid),
+        answer=row.get("answer"),
+        source_id=sid,
         metadata=metadata,
     )
 

@@ -101,6 +101,13 @@ class Example:
     source_id: str = ""
     metadata: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # A source value may be missing (None) or not a string (ints, numpy scalars): the
+        # answer and the id are text here, empty when missing.
+        for name in ("answer", "source_id"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, "" if value is None else str(value))
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

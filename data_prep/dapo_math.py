@@ -43,8 +43,8 @@ def convert(row: dict, config) -> Example:
     source_id = extra.get("index") if isinstance(extra, dict) else None
     return Example(
         problem=strip_wrapper(_problem_text(row.get("prompt"))),
-        answer="" if answer is None else str(answer),
-        source_id="" if source_id is None else str(source_id),
+        answer=answer,
+        source_id=source_id,
     )
 
 

@@ -8,12 +8,11 @@ from data_prep.core import DatasetSpec, Example
 
 
 def convert(row: dict, config) -> Example:
-    answer = row.get("answer")
     sid = row.get("unique_id")
     return Example(
         problem=str(row.get("problem") or ""),
-        answer="" if answer is None else str(answer),
-        source_id="" if sid is None else str(sid),
+        answer=row.get("answer"),
+        source_id=sid,
         metadata={k: row[k] for k in ("subject", "level") if row.get(k) is not None},
     )
 

@@ -9,12 +9,11 @@ from data_prep.core import DatasetSpec, Example, column
 
 
 def convert(row: dict, config) -> Example:
-    answer = row.get("answer")
     sid = column(row, "id", "idx", "unique_id")
     return Example(
         problem=str(column(row, "question", "problem") or ""),
-        answer="" if answer is None else str(answer),
-        source_id="" if sid is None else str(sid),
+        answer=row.get("answer"),
+        source_id=sid,
     )
 
 

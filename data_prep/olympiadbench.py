@@ -38,7 +38,7 @@ def convert(row: dict, config) -> Example:
     return Example(
         problem=problem,
         answer=encode_answers(strip_dollars(str(a)) for a in answers if a is not None),
-        source_id="" if sid is None else str(sid),
+        source_id=sid,
         metadata=metadata,
     )
 
