@@ -3,13 +3,21 @@
 #
 # lpreg_quickstart_train ARGS...: runs `$PYTHON -m verl_lpreg.main_ppo ARGS` in the background
 # (full log in $LOG), prints a progress line per step from verl's file-logger output $METRICS,
-# waits, and prints the summary. The caller sets PYTHON, HERE, OUT_DIR, METRICS, LOG, STEPS,
+# waits, and prints the summary. It sets what it relies on itself: the file logger, STEPS steps,
+# checkpoints in CKPT_DIR (resumed), validation before training; ARGS come after and can override. The caller sets PYTHON, HERE, OUT_DIR, METRICS, LOG, STEPS,
 # CKPT_DIR, t0 (script start) and t_prep (end of the preparation), and exports
 # VERL_FILE_LOGGER_PATH=$METRICS.
 
 lpreg_quickstart_train() {
   rm -f "$METRICS" "$OUT_DIR/.first_metrics"
-  "$PYTHON" -m verl_lpreg.main_ppo "$@" >"$LOG" 2>&1 &
+  "$PYTHON" -m verl_lpreg.main_ppo \
+    trainer.logger="[console,file]" \
+    trainer.project_name=verl_lpreg_quickstart \
+    trainer.total_training_steps="$STEPS" \
+    trainer.default_local_dir="$CKPT_DIR" \
+    trainer.resume_mode=auto \
+    trainer.val_before_train=true \
+    "$@" >"$LOG" 2>&1 &
   TRAIN_PID=$!
   trap 'kill "$TRAIN_PID" 2>/dev/null || true' INT TERM
   "$PYTHON" "$HERE/progress.py" follow --metrics "$METRICS" --pid "$TRAIN_PID" --steps "$STEPS" \

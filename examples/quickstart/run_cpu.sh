@@ -125,15 +125,9 @@ ARGS=(
   +ray_kwargs.ray_init.address=local  # always a fresh local cluster, never a running one
   reward.num_workers=1
   # run
-  trainer.logger="[console,file]"
-  trainer.project_name=verl_lpreg_quickstart
   trainer.experiment_name=cpu_"$LOSS_MODE"
-  trainer.total_training_steps="$STEPS"
   trainer.test_freq="$TEST_FREQ"
   trainer.save_freq="$SAVE_FREQ"
-  trainer.val_before_train=true
-  trainer.default_local_dir="$CKPT_DIR"
-  trainer.resume_mode=auto
   trainer.max_actor_ckpt_to_keep=2
 )
 

@@ -102,15 +102,9 @@ ARGS=(
   actor_rollout_ref.rollout.val_kwargs.n=1
   trainer.nnodes=1
   trainer.n_gpus_per_node=1
-  trainer.logger="[console,file]"
-  trainer.project_name=verl_lpreg_quickstart
   trainer.experiment_name=gpu_smoke_"$LOSS_MODE"
-  trainer.total_training_steps="$STEPS"
   trainer.test_freq="$STEPS"
   trainer.save_freq="$STEPS"
-  trainer.val_before_train=true
-  trainer.default_local_dir="$CKPT_DIR"
-  trainer.resume_mode=auto
   trainer.max_actor_ckpt_to_keep=1
   +ray_kwargs.ray_init.include_dashboard=false
 )
