@@ -39,6 +39,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from verl_lpreg.names import MULTI_ANSWER_SEP, PASSTHROUGH_CHAT_TEMPLATE
+
 __all__ = [
     "BOXED_INSTRUCTION",
     "DATA_SOURCES",
@@ -59,10 +61,6 @@ __all__ = [
 #: ``data_source`` values written by data_prep (stable: metrics are keyed by them).
 DATA_SOURCES = ("dapo_math_17k", "aime24", "aime25", "math500", "minerva", "olympiadbench")
 
-#: Jinja chat template that emits the messages' contents verbatim and nothing else. Use it
-#: as ``actor_rollout_ref.model.custom_chat_template`` with ``--template r1`` data.
-PASSTHROUGH_CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
-
 #: Answer-format instruction appended to every problem (both templates).
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}"
 
@@ -77,11 +75,6 @@ R1_PREFIX = (
 R1_SUFFIX = ".\nAssistant: Let me solve this step by step.\n<think>"
 
 TEMPLATES = ("r1", "chat")
-
-#: Separator of a multiple-answer ground truth; must equal
-#: ``verl_lpreg.reward.MULTI_ANSWER_SEP`` (a test checks it). Kept here too so that data
-#: prep does not import the training package (torch, verl).
-MULTI_ANSWER_SEP = "|||"
 
 OUTPUT_SCHEMA_FIELDS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 

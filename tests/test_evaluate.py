@@ -86,7 +86,7 @@ def test_score_errors_name_the_file_and_column(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 

@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
-# The data (data_prep --template r1) holds the reference's full prompt text; this template
-# renders it verbatim (SPEC §5b). One definition, in the torch-free data_prep package.
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE
+from verl_lpreg.names import PASSTHROUGH_CHAT_TEMPLATE
 from verl_lpreg.proxy import PROXY_MODES
 
 __all__ = [
     "LP_REG_KEY",
-    "PASSTHROUGH_CHAT_TEMPLATE",
     "ExtendedPolicyLossConfig",
     "HighEntropyConfig",
     "LpRegConfig",

@@ -38,8 +38,8 @@ Configuration: ``timeout_s`` (default 5 s, env ``VERL_LPREG_REWARD_TIMEOUT``) pe
 pool, which is created on the first call in each process; both can be passed through verl's
 ``reward.custom_reward_function.reward_kwargs``.
 
-This file must stay importable on its own (verl loads it by path): standard library only at
-import time, no relative imports.
+verl loads this file by path: it imports only the standard library and the installed package's
+constant module (:mod:`verl_lpreg.names`) at import time, no relative imports.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ import sys
 import threading
 import time
 
+from verl_lpreg.names import MULTI_ANSWER_SEP
+
 __all__ = [
     "MULTI_ANSWER_SEP",
     "REASONS",
@@ -68,9 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Separator between the answers of a multiple-answer ground truth (OlympiadBench).
-MULTI_ANSWER_SEP = "|||"
 
 #: ``reason`` values of :func:`compute_score`.
 REASONS = ("correct", "no_boxed", "mismatch", "timeout", "error")

@@ -97,7 +97,7 @@ def test_r1_prompt_is_the_reference_text_and_chat_prompt_is_plain(tmp_path):
 def test_passthrough_chat_template_renders_the_content_verbatim(tmp_path):
     from transformers import AutoTokenizer
 
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny"))
     out = tmp_path / "a.parquet"
