@@ -1,4 +1,4 @@
-"""Tests of verl_lpreg.evaluate (SPEC §5): scoring fixture responses with known answers, and
+"""Tests of verl_lpreg.evaluate (docs/method.md §5): scoring fixture responses with known answers, and
 generating with a tiny random Qwen2 on CPU (hf backend) in the paper's protocol."""
 
 import json

@@ -1,4 +1,4 @@
-"""Tests of verl_lpreg.reward (SPEC §5, §5b): extraction, math-verify equality, timeouts,
+"""Tests of verl_lpreg.reward (docs/method.md §5, §5b): extraction, math-verify equality, timeouts,
 thread safety, and a run through verl 0.9.1's own reward loop with the custom function."""
 
 import os

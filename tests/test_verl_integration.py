@@ -1,4 +1,4 @@
-"""Lp-Reg through verl 0.9.1's real engine worker on CPU (SPEC §2-§3).
+"""Lp-Reg through verl 0.9.1's real engine worker on CPU (docs/method.md §2-§3).
 
 One process, gloo, fp32, eager attention, a tiny random Qwen2 built in-process; the config is
 our hydra config composed over verl's ``ppo_trainer``. ``compute_log_prob`` then

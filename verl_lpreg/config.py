@@ -1,4 +1,4 @@
-"""Config dataclasses for the Lp-Reg and 80/20 policy losses (SPEC §2-§4).
+"""Config dataclasses for the Lp-Reg and 80/20 policy losses (docs/method.md §2-§4).
 
 They hang under ``actor_rollout_ref.actor.policy_loss`` in verl's hydra config:
 ``verl_lpreg/config/lp_reg_trainer.yaml`` points ``policy_loss._target_`` at
@@ -40,7 +40,7 @@ def _check_fraction(key: str, value: float, *, allow_zero: bool) -> None:
 
 @dataclass
 class LpRegConfig(BaseConfig):
-    """Lp-Reg hyperparameters (SPEC §2-§3; paper symbols in brackets).
+    """Lp-Reg hyperparameters (docs/method.md §2-§3; paper symbols in brackets).
 
     proxy_mode: ``minp`` keeps ``p >= min_p * p_max``; ``fixed`` keeps ``p >= min_p``.
     min_p [kappa]: the proxy threshold, in (0, 1]; 0.02 in every paper run.

@@ -1,4 +1,4 @@
-"""Tests of data_prep (SPEC §4, §5b) on the committed fixtures (tests/fixtures/data_prep/),
+"""Tests of data_prep (docs/method.md §4, §5b) on the committed fixtures (tests/fixtures/data_prep/),
 which follow each source's real schema."""
 
 import json
@@ -168,7 +168,7 @@ def test_no_usable_row_is_an_error_and_writes_nothing(tmp_path):
 
 
 def test_hub_sources_use_the_spec_ids_configs_and_both_aime25_halves(tmp_path, monkeypatch):
-    """`all` loads each default Hub id with the config/split of SPEC §5b (datasets is faked)."""
+    """`all` loads each default Hub id with the config/split of docs/method.md §5b (datasets is faked)."""
     import datasets
 
     files = {

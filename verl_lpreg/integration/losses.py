@@ -68,7 +68,7 @@ def _clip_ratios(config) -> tuple[float, float]:
 def compute_policy_loss_lp_reg(
     old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
 ):
-    """Registered ``lp_reg`` loss: :func:`verl_lpreg.loss.lp_reg_policy_loss` (SPEC §3) with the
+    """Registered ``lp_reg`` loss: :func:`verl_lpreg.loss.lp_reg_policy_loss` (docs/method.md §3) with the
     actor config's clip ratios, ``policy_loss.lp_reg`` group and global-batch normalisation."""
     lp = policy_loss_group(config.policy_loss, "lp_reg", LpRegConfig)
     clip_low, clip_high = _clip_ratios(config)
