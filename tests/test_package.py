@@ -82,7 +82,7 @@ def test_trainer_is_verl_sync_trainer_whatever_the_configured_mode():
     """verl branches on ``self.trainer_mode`` (replay buffer, refill, step and checkpoint logic); the
     Lp-Reg trainer must read "sync" at every point, including verl's __init__ before any hook runs."""
     out = _python(
-        """
+        r"""
         import inspect
         import verl
         from verl.trainer.ppo.v1 import trainer_base
@@ -107,3 +107,23 @@ def test_trainer_is_verl_sync_trainer_whatever_the_configured_mode():
         """
     )
     assert "OK" in out
+
+
+def test_wheel_holds_only_verl_lpreg(tmp_path):
+    """``pip install verl-lpreg`` adds only ``verl_lpreg*`` top-level names; data_prep ships inside."""
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = tmp_path.glob("verl_lpreg-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {n.split("/")[0] for n in names}
+    assert {t for t in top_level if not t.startswith("verl_lpreg")} == set(), top_level
+    assert "verl_lpreg/data_prep/__main__.py" in names
+    assert "verl_lpreg/config/lp_reg_trainer.yaml" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "lp_reg = verl_lpreg.plugin" in zipfile.ZipFile(wheel).read(entry_points).decode()

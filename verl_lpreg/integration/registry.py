@@ -31,9 +31,9 @@ def register_engine(vendors: dict[str, list[str]] = ENGINE_VENDORS) -> type:
         for vendor in device_vendors:
             if all(registry.get(backend, {}).get((device, vendor)) is LpRegFSDPEngine for backend in ("fsdp", "fsdp2")):
                 continue
-            EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device=device, vendor=vendor)(
-                LpRegFSDPEngine
-            )
+            EngineRegistry.register(
+                model_type="language_model", backend=["fsdp", "fsdp2"], device=device, vendor=vendor
+            )(LpRegFSDPEngine)
     return LpRegFSDPEngine
 
 
