@@ -10,8 +10,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from verl_lpreg import data_prep
 from verl_lpreg.data_prep import DATASETS
 from verl_lpreg.data_prep.__main__ import main
 from verl_lpreg.data_prep.core import (
@@ -24,6 +22,8 @@ from verl_lpreg.data_prep.core import (
     prepare,
 )
 from verl_lpreg.data_prep.dapo_math import DAPO_PREFIX, DAPO_SUFFIX
+
+from verl_lpreg import data_prep
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data_prep"
 REPO = Path(__file__).resolve().parents[2]
