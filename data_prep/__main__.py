@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from data_prep import DATASETS
-from data_prep.core import TEMPLATES, DataPrepError, prepare
+from . import DATASETS
+from .core import TEMPLATES, DataPrepError, prepare
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -85,10 +85,16 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
 def encode_multi_answer(answers) -> str:
-    """Join several answers into one ground-truth string the reward understands."""
-    parts = [str(a).strip() for a in answers]
+    """Join one or more answers into one ground-truth string the reward understands.
+
+    The one encoding used by data prep and by :func:`compute_score` (a list ground truth).
+    Numbers are written as text. An empty list, or an empty or missing (None) answer among
+    them, is a ``ValueError``: dropping it would silently make a different problem.
+    """
+    answers = list(answers)
+    parts = ["" if a is None else str(a).strip() for a in answers]
     if not parts or any(not p for p in parts):
-        raise ValueError(f"every answer must be a non-empty string, got {list(answers)!r}")
+        raise ValueError(f"every answer must be a non-empty string, got {answers!r}")
     if any(MULTI_ANSWER_SEP in p for p in parts):
         raise ValueError(f"an answer contains the separator {MULTI_ANSWER_SEP!r}: {parts!r}")
     return f" {MULTI_ANSWER_SEP} ".join(parts)
