@@ -39,7 +39,8 @@ def round_(k: int, threads: int, timeout: float) -> tuple[list[float], list[str]
         while time.monotonic() < stop:
             j += 1
             t0 = time.monotonic()
-            out = reward.compute_score("x", f"\\boxed{{\\frac{{{2 * (i + j)}}}{{4}}}}", str((i + j) / 2), timeout_s=timeout)
+            text = f"\\boxed{{\\frac{{{2 * (i + j)}}}{{4}}}}"
+            out = reward.compute_score("x", text, str((i + j) / 2), timeout_s=timeout)
             with lock:
                 latencies.append(time.monotonic() - t0)
                 reasons.append(out["reason"])
@@ -59,19 +60,24 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=5.0)
     args = p.parse_args()
     pool = reward._get_pool(args.workers)
-    warm = [threading.Thread(target=reward.compute_score, args=("x", "\\boxed{1}", "1.0")) for _ in range(pool.max_size)]
+    warm = [
+        threading.Thread(target=reward.compute_score, args=("x", "\\boxed{1}", "1.0")) for _ in range(pool.max_size)
+    ]
     for t in warm:
         t.start()
     for t in warm:
         t.join()
-    print(f"pool: {args.workers} base workers, at most {pool.max_size}; {args.threads} threads; timeout {args.timeout:g} s")
+    print(
+        f"pool: {args.workers} base workers, at most {pool.max_size}; {args.threads} threads; timeout {args.timeout:g} s"
+    )
     print(f"{'pathological':>12} {'normal calls':>12} {'median s':>9} {'max s':>7} {'max/timeout':>11} {'workers':>7}")
     for k in range(0, args.threads):
         lat, reasons = round_(k, args.threads, args.timeout)
         wrong = sum(r not in ("correct", "timeout") for r in reasons)
+        note = f"  ({wrong} unexpected reasons)" if wrong else ""
         print(
             f"{k:>12} {len(lat):>12} {statistics.median(lat):>9.3f} {max(lat):>7.3f} "
-            f"{max(lat) / args.timeout:>11.2f} {pool._n_workers:>7}" + (f"  ({wrong} unexpected reasons)" if wrong else "")
+            f"{max(lat) / args.timeout:>11.2f} {pool._n_workers:>7}{note}"
         )
     reward.shutdown()
 

@@ -100,4 +100,5 @@ def test_output_naming_a_directory_or_under_a_file_is_refused(tmp_path):
 def test_imports_only_the_standard_library():
     src = (REPO / "verl_lpreg" / "atomic_io.py").read_text()
     imports = {line.split()[1] for line in src.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"__future__", "contextlib", "os", "re", "secrets", "signal", "stat", "threading", "collections.abc"}
+    stdlib = {"__future__", "contextlib", "os", "re", "secrets", "signal", "stat", "threading", "collections.abc"}
+    assert imports <= stdlib

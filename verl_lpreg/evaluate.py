@@ -167,7 +167,8 @@ def _hub_reachable(endpoint: str) -> bool:
 
     url = urlparse(endpoint)
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), HUB_PROBE_TIMEOUT_S).close()
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), HUB_PROBE_TIMEOUT_S).close()
     except OSError:
         return False
     return True
