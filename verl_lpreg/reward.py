@@ -1,6 +1,6 @@
 """Rule-based math reward for verl: last ``\\boxed{}`` + math-verify, safe inside Ray actors.
 
-This is the package's reward function (SPEC §5, §5b). verl 0.9.1 loads it with
+This is the package's reward function (docs/method.md §5, §5b). verl 0.9.1 loads it with
 ``reward.custom_reward_function.path=<this file>`` (or ``pkg://verl_lpreg.reward``) and
 ``reward.custom_reward_function.name=compute_score``; its reward managers call it with the
 keywords ``data_source, solution_str, ground_truth, extra_info`` from an executor *thread*
@@ -41,7 +41,7 @@ thread, since the kernel ties that signal to the starting thread); elsewhere a b
 at its backstop alarm (``timeout_s + 2`` s, a default-action ``SIGALRM`` armed before every job)
 and an idle one at EOF on its stdin.
 
-Multiple-answer ground truths (OlympiadBench, SPEC §5b): the answers are joined by
+Multiple-answer ground truths (OlympiadBench, docs/method.md §5b): the answers are joined by
 :data:`MULTI_ANSWER_SEP` (see :func:`encode_multi_answer`). Such a ground truth is matched
 if the boxed answer equals all of them as a set (math-verify on the comma-joined list), or if
 the boxed answer splits at top-level commas/semicolons into exactly as many parts and each
@@ -57,8 +57,8 @@ number > 0: there is no "no timeout" (0 is refused), because one pathological an
 block its call for ever; give a large value instead. ``num_workers`` must be an integer >= 1; an
 empty environment variable means the default.
 
-This file must stay importable on its own (verl loads it by path): standard library only at
-import time, no relative imports.
+verl loads this file by path: it imports only the standard library and the installed package's
+constant module (:mod:`verl_lpreg.names`) at import time, no relative imports.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ import sys
 import threading
 import time
 
+from verl_lpreg.names import MULTI_ANSWER_SEP
+
 __all__ = [
     "MULTI_ANSWER_SEP",
     "REASONS",
@@ -88,9 +90,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Separator between the answers of a multiple-answer ground truth (OlympiadBench).
-MULTI_ANSWER_SEP = "|||"
 
 #: ``reason`` values of :func:`compute_score`.
 REASONS = ("correct", "no_boxed", "mismatch", "timeout", "error")
