@@ -68,7 +68,8 @@ def main() -> None:
     for t in warm:
         t.join()
     print(
-        f"pool: {args.workers} base workers, at most {pool.max_size}; {args.threads} threads; timeout {args.timeout:g} s"
+        f"pool: {args.workers} base workers, at most {pool.max_size}; {args.threads} threads; "
+        f"timeout {args.timeout:g} s"
     )
     print(f"{'pathological':>12} {'normal calls':>12} {'median s':>9} {'max s':>7} {'max/timeout':>11} {'workers':>7}")
     for k in range(0, args.threads):

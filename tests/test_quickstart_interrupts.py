@@ -107,7 +107,9 @@ def test_resume_keeps_one_history_per_run_and_the_summary_covers_it(tmp_path):
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
 def test_interrupting_the_script_stops_the_training(tmp_path, how):
     argv, env = _driver(tmp_path, steps=1000, FAKE_STEP_S="0.5")
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     trainer = _wait_for_checkpoint(tmp_path, proc)
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group

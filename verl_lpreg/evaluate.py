@@ -178,7 +178,8 @@ def resolve_model(model: str) -> str:
     """A local checkpoint directory for ``--model``, or the hub id when the hub is reachable.
 
     A name that looks like a path (see ``data_prep.core.looks_like_path``) must be an existing
-    directory. A hub id is used from the local cache when offline (``HF_HUB_OFFLINE=1``) or when
+    directory. A hub id is used from the local cache when offline (``HF_HUB_OFFLINE=1`` or
+    ``TRANSFORMERS_OFFLINE=1``) or when
     the hub does not answer within :data:`HUB_PROBE_TIMEOUT_S`; not cached then is an error at
     once (instead of a minute of retries).
     """
@@ -195,7 +196,11 @@ def resolve_model(model: str) -> str:
     try:
         return snapshot_download(model, local_files_only=True)
     except Exception:
-        why = "HF_HUB_OFFLINE=1" if offline else f"the hub ({constants.ENDPOINT}) is unreachable"
+        why = (
+            "offline (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1)"
+            if offline
+            else f"the hub ({constants.ENDPOINT}) is unreachable"
+        )
         raise EvaluateError(
             f"--model {model}: {why} and the model is not in the local cache; download it first or pass a "
             "local checkpoint directory"

@@ -22,13 +22,13 @@ import signal
 import sys
 import time
 
+from verl_lpreg.names import ENTROPY_METRIC as ENTROPY
+from verl_lpreg.names import GRAD_NORM_METRIC as GRAD_NORM
+from verl_lpreg.names import REG_FRACTION_METRIC as REG_FRACTION
+from verl_lpreg.names import REWARD_METRIC as REWARD
+from verl_lpreg.names import STEP_TIME_METRIC as STEP_TIME
+from verl_lpreg.names import VALIDATION_PREFIX
 from verl_lpreg.plot import RESUME_MARKER, PlotError, read_history
-
-REWARD = "critic/score/mean"
-ENTROPY = "actor/entropy"
-REG_FRACTION = "actor/lp_reg/reg_fraction"  # verl prefixes the loss's metrics with actor/
-GRAD_NORM = "actor/grad_norm"
-STEP_TIME = "timing_s/step"
 
 
 def read_records(path: str) -> list[tuple[int, dict]]:
@@ -39,7 +39,7 @@ def read_records(path: str) -> list[tuple[int, dict]]:
 
 
 def val_acc(data: dict) -> float | None:
-    vals = [v for k, v in data.items() if k.startswith("val-core/") and "/acc/" in k]
+    vals = [v for k, v in data.items() if k.startswith(VALIDATION_PREFIX) and "/acc/" in k]
     return sum(vals) / len(vals) if vals else None
 
 
