@@ -12,9 +12,11 @@
 #    loop, reward loop, FSDP2 engine) on CPU, with validation and a checkpoint, logging with
 #    verl's file logger to $OUT_DIR/metrics.jsonl; one progress line per step, a summary at the end.
 #
-# Running it again with the same OUT_DIR and a larger STEPS resumes from the last checkpoint
-# (the previous metrics.jsonl is kept as metrics.until_step<N>.jsonl).
-# Extra arguments are passed to main_ppo as hydra overrides.
+# The composed trainer config (with the extra arguments) is checked first, before anything is built.
+# Running it again with the same OUT_DIR and a larger STEPS resumes from the last checkpoint;
+# metrics.jsonl stays the one history of the run (python -m verl_lpreg.plot draws it as one run).
+# Ctrl-C stops the training and says where the last checkpoint is; killing this script takes the
+# training with it. Extra arguments are passed to main_ppo as hydra overrides.
 #
 # Env: STEPS (20), OUT_DIR (./outputs/quickstart), PYTHON (default: .venv's, set up on first use), LOSS_MODE (lp_reg; vanilla =
 # plain GRPO), LR (5e-4), BATCH (32 prompts/step), N (8 samples/prompt), MICRO_BATCH (32 sequences),
@@ -64,7 +66,6 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # Loaded by verl/__init__.py in the driver and in every Ray worker: CPU platform + "hf" rollout.
 export VERL_USE_EXTERNAL_MODULES="verl_lpreg.cpu${VERL_USE_EXTERNAL_MODULES:+,$VERL_USE_EXTERNAL_MODULES}"
 export VERL_PLATFORM=cpu
-export VERL_FILE_LOGGER_PATH="$METRICS"
 export TOKENIZERS_PARALLELISM=false
 export HYDRA_FULL_ERROR=1
 export RAY_DEDUP_LOGS=0
@@ -77,23 +78,6 @@ if [[ -f "$CKPT_DIR/latest_checkpointed_iteration.txt" ]]; then
   resume_step="$(cat "$CKPT_DIR/latest_checkpointed_iteration.txt")"
 fi
 
-if [[ -z "$resume_step" ]]; then
-  echo "[1/4] tiny model + tokenizer -> $MODEL_DIR"
-  PYTHONWARNINGS=ignore "$PYTHON" -c "from verl_lpreg.cpu.tiny_model import build_tiny_model as b; print('[model]', b('$MODEL_DIR', seed=$SEED))" \
-    2>"$OUT_DIR/build_model.log" || { cat "$OUT_DIR/build_model.log" >&2; exit 1; }
-  echo "[2/4] synthetic arithmetic task -> $DATA_DIR"
-  "$PYTHON" "$HERE/make_data.py" --out_dir "$DATA_DIR" --seed "$SEED"
-  echo "[3/4] supervised warm-up ($WARMUP_STEPS steps)"
-  "$PYTHON" "$HERE/warmup_sft.py" --model "$MODEL_DIR" --data "$DATA_DIR/sft.jsonl" --steps "$WARMUP_STEPS" \
-    --seed "$SEED" 2>&1 | grep -v -e "Loading weights" -e "Writing model shards" -e "torch_dtype" || true
-  [[ -f "$MODEL_DIR/model.safetensors" ]] || { echo "warm-up failed" >&2; exit 1; }
-else
-  echo "[1-3/4] resuming from $CKPT_DIR/global_step_$resume_step (model and data kept)"
-  lpreg_quickstart_keep_metrics
-fi
-t_prep=$(date +%s)
-
-echo "[4/4] Lp-Reg GRPO with verl main_ppo on CPU: $STEPS steps (loss_mode=$LOSS_MODE); full log: $LOG"
 # What verl needs on a CPU (platform, engine, rollout, Ray), shared with verl_lpreg.cpu.CPU_OVERRIDES.
 mapfile -t CPU_ARGS < <(grep -v -e '^#' -e '^[[:space:]]*$' "$REPO/verl_lpreg/cpu/overrides.txt")
 ARGS=(
@@ -131,4 +115,25 @@ ARGS=(
   trainer.max_actor_ckpt_to_keep=2
 )
 
+echo "[0/4] checking the trainer config"
+lpreg_quickstart_check "${ARGS[@]}" "$@"
+
+trap 'echo; echo "[interrupted] during the preparation; run the same command again to start over" >&2; exit 130' INT TERM HUP
+if [[ -z "$resume_step" ]]; then
+  echo "[1/4] tiny model + tokenizer -> $MODEL_DIR"
+  PYTHONWARNINGS=ignore "$PYTHON" -c "from verl_lpreg.cpu.tiny_model import build_tiny_model as b; print('[model]', b('$MODEL_DIR', seed=$SEED))" \
+    2>"$OUT_DIR/build_model.log" || { cat "$OUT_DIR/build_model.log" >&2; exit 1; }
+  echo "[2/4] synthetic arithmetic task -> $DATA_DIR"
+  "$PYTHON" "$HERE/make_data.py" --out_dir "$DATA_DIR" --seed "$SEED"
+  echo "[3/4] supervised warm-up ($WARMUP_STEPS steps)"
+  "$PYTHON" "$HERE/warmup_sft.py" --model "$MODEL_DIR" --data "$DATA_DIR/sft.jsonl" --steps "$WARMUP_STEPS" \
+    --seed "$SEED" 2>&1 | grep -v -e "Loading weights" -e "Writing model shards" -e "torch_dtype" || true
+  [[ -f "$MODEL_DIR/model.safetensors" ]] || { echo "warm-up failed" >&2; exit 1; }
+else
+  echo "[1-3/4] resuming from $CKPT_DIR/global_step_$resume_step (model and data kept)"
+fi
+trap - INT TERM HUP
+t_prep=$(date +%s)
+
+echo "[4/4] Lp-Reg GRPO with verl main_ppo on CPU: $STEPS steps (loss_mode=$LOSS_MODE); full log: $LOG"
 lpreg_quickstart_train "${ARGS[@]}" "$@"
