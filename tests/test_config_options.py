@@ -64,11 +64,11 @@ def test_target_temperatures_default_to_the_rollout_temperature():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"divergence": "reverse_kl"}, r"lp_reg.divergence='reverse_kl' is not supported: allowed \('low_var_kl', 'k3'"),
+        ({"divergence": "reverse_kl"}, r"divergence='reverse_kl' is not supported: allowed \('low_var_kl', 'k3'"),
         ({"rank_by": "prob"}, r"lp_reg.rank_by='prob' is not supported: allowed \('log_prob', 'entropy'\)"),
         ({"proxy_source": "new"}, r"lp_reg.proxy_source='new' is not supported: allowed \('old', 'current', 'ref'\)"),
         ({"proxy_mode": "fixed", "soft": True}, r"lp_reg.soft=True is not supported with proxy_mode='fixed'"),
-        ({"pos_target_temperature": 1.2}, r"lp_reg.pos_target_temperature=1.2 is read only with proxy_source='current'"),
+        ({"pos_target_temperature": 1.2}, r"pos_target_temperature=1.2 is read only with proxy_source='current'"),
         (
             {"proxy_source": "ref", "neg_target_temperature": 1.0},
             r"lp_reg.neg_target_temperature=1.0 is read only with proxy_source='current'",

@@ -151,8 +151,8 @@ def lp_reg_policy_loss(
     flows into it); for the reference's separate positive/negative targets pass
     ``torch.where(advantages > 0, pos_target, neg_target)``. ``divergence`` names the regulariser
     (:func:`divergence_penalty`). ``rank_by="entropy"`` ranks the candidates by the highest
-    ``entropy`` (required then) instead of the lowest ``log_prob``. ``rollout_is_weights`` (verl's rollout correction) multiplies
-    the per-token losses as in verl's vanilla loss. ``candidates`` replaces step 2's selection by
+    ``entropy`` (required then) instead of the lowest ``log_prob``. ``rollout_is_weights``
+    (verl's rollout correction) multiplies the per-token losses as in verl's vanilla loss. ``candidates`` replaces step 2's selection by
     a precomputed mask (the batch-wide selection of ``lp_reg.selection=batch``); the
     ``log_prob < proxy_log_prob`` condition still applies. ``dp_size``, ``batch_num_tokens``,
     ``global_batch_size`` and ``loss_scale_factor`` are verl's global-batch normalisation
@@ -161,9 +161,8 @@ def lp_reg_policy_loss(
 
     Metrics (python floats): ``lp_reg/reg_fraction`` (regularised / valid tokens),
     ``lp_reg/reg_count`` (per call, i.e. per micro-batch), ``lp_reg/gap_mean`` (mean
-    ``proxy - log_prob`` on them), ``lp_reg/k3_mean`` (the mean divergence term on them, whichever
-    ``divergence``), ``actor/pg_clipfrac`` and ``actor/ppo_kl``
-    like verl's vanilla loss.
+    ``proxy - log_prob`` on them), ``lp_reg/k3_mean`` (the mean divergence term on them,
+    whichever ``divergence``), ``actor/pg_clipfrac`` and ``actor/ppo_kl`` like verl's vanilla loss.
     """
     mask = response_mask.bool()
     log_ratio = log_prob - old_log_prob
