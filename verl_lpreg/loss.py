@@ -152,8 +152,8 @@ def lp_reg_policy_loss(
     ``torch.where(advantages > 0, pos_target, neg_target)``. ``divergence`` names the regulariser
     (:func:`divergence_penalty`). ``rank_by="entropy"`` ranks the candidates by the highest
     ``entropy`` (required then) instead of the lowest ``log_prob``. ``rollout_is_weights``
-    (verl's rollout correction) multiplies the per-token losses as in verl's vanilla loss. ``candidates`` replaces step 2's selection by
-    a precomputed mask (the batch-wide selection of ``lp_reg.selection=batch``); the
+    (verl's rollout correction) multiplies the per-token losses as in verl's vanilla loss.
+    ``candidates`` replaces step 2's selection by a precomputed mask (the batch-wide selection of ``lp_reg.selection=batch``); the
     ``log_prob < proxy_log_prob`` condition still applies. ``dp_size``, ``batch_num_tokens``,
     ``global_batch_size`` and ``loss_scale_factor`` are verl's global-batch normalisation
     arguments, passed to ``agg_loss`` unchanged. On an all-masked input the loss is 0 (with a
