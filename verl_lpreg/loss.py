@@ -146,18 +146,18 @@ def lp_reg_policy_loss(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Lp-Reg loss of SPEC §3 and its metrics; same value and gradient as the reference.
 
-    All tensors are ``[batch, response_length]``. ``neg_fraction`` is rho, ``pos_fraction``
-    rho_pos, ``kl_coef`` beta. ``proxy_log_prob`` is the target of every token (no gradient
-    flows into it); for the reference's separate positive/negative targets pass
-    ``torch.where(advantages > 0, pos_target, neg_target)``. ``divergence`` names the regulariser
-    (:func:`divergence_penalty`). ``rank_by="entropy"`` ranks the candidates by the highest
-    ``entropy`` (required then) instead of the lowest ``log_prob``. ``rollout_is_weights``
-    (verl's rollout correction) multiplies the per-token losses as in verl's vanilla loss.
-    ``candidates`` replaces step 2's selection by a precomputed mask (the batch-wide selection of ``lp_reg.selection=batch``); the
-    ``log_prob < proxy_log_prob`` condition still applies. ``dp_size``, ``batch_num_tokens``,
-    ``global_batch_size`` and ``loss_scale_factor`` are verl's global-batch normalisation
-    arguments, passed to ``agg_loss`` unchanged. On an all-masked input the loss is 0 (with a
-    gradient path to ``log_prob``) instead of verl's NaN.
+    All tensors are ``[batch, response_length]``. ``neg_fraction`` is rho, ``pos_fraction`` rho_pos,
+    ``kl_coef`` beta. ``proxy_log_prob`` is the target of every token (no gradient flows into it);
+    for the reference's separate positive/negative targets pass ``torch.where(advantages > 0,
+    pos_target, neg_target)``. ``divergence`` names the regulariser (:func:`divergence_penalty`).
+    ``rank_by="entropy"`` ranks the candidates by the highest ``entropy`` (required then) instead of
+    the lowest ``log_prob``. ``rollout_is_weights`` (verl's rollout correction) multiplies the
+    per-token losses as in verl's vanilla loss. ``candidates`` replaces step 2's selection by a
+    precomputed mask (the batch-wide selection of ``lp_reg.selection=batch``); the ``log_prob <
+    proxy_log_prob`` condition still applies. ``dp_size``, ``batch_num_tokens``,
+    ``global_batch_size`` and ``loss_scale_factor`` are verl's global-batch normalisation arguments,
+    passed to ``agg_loss`` unchanged. On an all-masked input the loss is 0 (with a gradient path to
+    ``log_prob``) instead of verl's NaN.
 
     Metrics (python floats): ``lp_reg/reg_fraction`` (regularised / valid tokens),
     ``lp_reg/reg_count`` (per call, i.e. per micro-batch), ``lp_reg/gap_mean`` (mean
