@@ -1,4 +1,4 @@
-"""Config dataclasses for the Lp-Reg and 80/20 policy losses (SPEC §2-§4).
+"""Config dataclasses for the Lp-Reg and 80/20 policy losses (docs/method.md §2-§4).
 
 They hang under ``actor_rollout_ref.actor.policy_loss`` in verl's hydra config:
 ``verl_lpreg/config/lp_reg_trainer.yaml`` points ``policy_loss._target_`` at
@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
-# The data (data_prep --template r1) holds the reference's full prompt text; this template
-# renders it verbatim (SPEC §5b). One definition, in the torch-free data_prep package.
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE
 from verl_lpreg.loss import DIVERGENCES, RANK_BY
+from verl_lpreg.names import PASSTHROUGH_CHAT_TEMPLATE
 from verl_lpreg.proxy import PROXY_MODES
 
 __all__ = [
     "LP_REG_KEY",
-    "PASSTHROUGH_CHAT_TEMPLATE",
     "ExtendedPolicyLossConfig",
     "HighEntropyConfig",
     "LpRegConfig",

@@ -1,4 +1,4 @@
-"""The Lp-Reg policy loss (SPEC §3), as a pure function of per-token tensors.
+"""The Lp-Reg policy loss (docs/method.md §3), as a pure function of per-token tensors.
 
 Per token t with ratio ``r = exp(log_prob - old_log_prob)``, advantage ``A`` and mask ``m``:
 
@@ -144,7 +144,7 @@ def lp_reg_policy_loss(
     global_batch_size: int | None = None,
     loss_scale_factor: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Lp-Reg loss of SPEC §3 and its metrics; same value and gradient as the reference.
+    """Lp-Reg loss of docs/method.md §3 and its metrics; same value and gradient as the reference.
 
     All tensors are ``[batch, response_length]``. ``neg_fraction`` is rho, ``pos_fraction`` rho_pos,
     ``kl_coef`` beta. ``proxy_log_prob`` is the target of every token (no gradient flows into it);
