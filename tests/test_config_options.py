@@ -107,7 +107,7 @@ def test_bad_values_name_the_key_and_the_allowed_values(kwargs, message):
     ],
 )
 def test_bad_values_fail_through_the_composed_config(override, message):
-    from verl_lpreg.verl_integration import check_config
+    from verl_lpreg.integration.checks import check_config
 
     cfg = compose_lp_reg(override)
     with pytest.raises(Exception, match=message):
@@ -136,3 +136,14 @@ def test_stock_verl_config_takes_the_options_with_our_target():
     assert (lp.divergence, lp.rank_by, lp.min_p) == ("mse", "entropy", 0.0)
     built = omega_conf_to_dataclass(OmegaConf.create(OmegaConf.to_container(cfg.actor_rollout_ref.actor.policy_loss)))
     assert policy_loss_group(built, "lp_reg", LpRegConfig) == lp  # what the registered loss reads
+
+
+def test_reference_model_proxy_needs_a_reference_model():
+    from verl_lpreg.integration.checks import check_config
+
+    ref = [f"{LP}.proxy_source=ref", f"{LP}.min_p=0"]
+    with pytest.raises(ValueError, match=r"proxy_source='ref' needs a reference model.*use_kl_loss=True"):
+        check_config(compose_lp_reg(*ref))
+    with_kl_loss = ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0"]
+    check_config(compose_lp_reg(*ref, *with_kl_loss))
+    check_config(compose_lp_reg(*ref, "algorithm.use_kl_in_reward=True"))
