@@ -14,7 +14,6 @@ from functools import partial
 import pytest
 import torch
 from test_verl_integration import (
-    MIN_P,
     SAMPLES,
     _pad_rows,
     compose_config,
