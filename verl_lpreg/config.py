@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
-from verl_lpreg.loss import DIVERGENCES, RANK_BY
-from verl_lpreg.names import PASSTHROUGH_CHAT_TEMPLATE
+from verl_lpreg.names import DIVERGENCES, PASSTHROUGH_CHAT_TEMPLATE, RANK_BY
 from verl_lpreg.proxy import PROXY_MODES
 
 __all__ = [

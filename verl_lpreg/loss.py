@@ -23,7 +23,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from verl.trainer.ppo.core_algos import agg_loss, kl_penalty_forward
+
+from verl_lpreg.names import DIVERGENCES, RANK_BY
+
+# verl's estimators and aggregation are imported where they are used: importing verl runs the
+# verl-lpreg plugin, whose registration imports this module, which must not be half imported then.
 
 __all__ = [
     "DIVERGENCES",
@@ -40,17 +44,6 @@ __all__ = [
 
 DIVERGENCE_CLAMP = 10.0
 K3_CLAMP = DIVERGENCE_CLAMP
-# verl 0.9.1's kl_penalty names, each with its alias (docs/method.md §9.5).
-DIVERGENCES = {
-    "low_var_kl": "low_var_kl",
-    "k3": "low_var_kl",
-    "kl": "kl",
-    "k1": "kl",
-    "abs": "abs",
-    "mse": "mse",
-    "k2": "mse",
-}
-RANK_BY = ("log_prob", "entropy")
 
 
 def divergence_penalty(log_prob: torch.Tensor, target_log_prob: torch.Tensor, name: str = "low_var_kl") -> torch.Tensor:
@@ -63,6 +56,8 @@ def divergence_penalty(log_prob: torch.Tensor, target_log_prob: torch.Tensor, na
     value and gradient wherever it is finite; verl's log-ratio clamp keeps a token whose target
     lies more than ~88.7 nats above its log-prob from overflowing ``exp`` (NaN gradient).
     """
+    from verl.trainer.ppo.core_algos import kl_penalty_forward
+
     if name not in DIVERGENCES:
         raise ValueError(f"divergence {name!r} is not supported; allowed: {', '.join(DIVERGENCES)}")
     value = kl_penalty_forward(log_prob, target_log_prob, DIVERGENCES[name])
@@ -164,6 +159,8 @@ def lp_reg_policy_loss(
     ``proxy - log_prob`` on them), ``lp_reg/k3_mean`` (the mean divergence term on them,
     whichever ``divergence``), ``actor/pg_clipfrac`` and ``actor/ppo_kl`` like verl's vanilla loss.
     """
+    from verl.trainer.ppo.core_algos import agg_loss
+
     mask = response_mask.bool()
     log_ratio = log_prob - old_log_prob
     ratio = torch.exp(log_ratio)

@@ -36,6 +36,20 @@ REQUEST_MARGIN = "lp_reg_proxy_margin"
 #: proxy's temperature.
 REQUEST_CURRENT_PROXY = "lp_reg_current_proxy"
 
+# --- lp_reg option values (docs/method.md §9) --------------------------------------------------
+#: ``lp_reg.divergence``: verl 0.9.1's ``kl_penalty`` names and their aliases -> the estimator.
+DIVERGENCES = {
+    "low_var_kl": "low_var_kl",
+    "k3": "low_var_kl",
+    "kl": "kl",
+    "k1": "kl",
+    "abs": "abs",
+    "mse": "mse",
+    "k2": "mse",
+}
+#: ``lp_reg.rank_by``: lowest log-prob (Lp-Reg) or highest entropy.
+RANK_BY = ("log_prob", "entropy")
+
 # --- metric names (verl's and ours) ---------------------------------------------------------
 METRIC_PREFIX = "lp_reg/"
 REWARD_METRIC = "critic/score/mean"
