@@ -88,7 +88,8 @@ def best_from_logs(logs: list[str], per_benchmark_max: bool = False) -> tuple[di
 
     def entry(source: str, step: int) -> dict:
         n = int(VAL_ACC_PATTERN.match(keys[source])["n"])
-        return {"accuracy": round(100.0 * tables[source][step], 4), "n_samples": n, "metric": keys[source], "step": step}
+        accuracy = round(100.0 * tables[source][step], 4)
+        return {"accuracy": accuracy, "n_samples": n, "metric": keys[source], "step": step}
 
     summary: dict = {}
     if per_benchmark_max:

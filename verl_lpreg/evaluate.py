@@ -413,7 +413,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="math-verify worker processes (default: CPU count)")
     s.add_argument("--timeout", type=float, help="seconds per response (default: the reward's, 5)")
     b = sub.add_parser("best", help="Table 1 row from a run's validation log (verl_lpreg.best_checkpoint)")
-    b.add_argument("--log", action="extend", nargs="+", required=True, help="file-logger .jsonl, TensorBoard dir, wandb .csv")
+    b.add_argument(
+        "--log", action="extend", nargs="+", required=True, help="file-logger .jsonl, TensorBoard dir, wandb .csv"
+    )
     b.add_argument("--output", required=True, help="directory for results.json and results.md")
     b.add_argument("--per-benchmark-max", action="store_true", help="each benchmark's own best step")
     return p
