@@ -1,4 +1,4 @@
-"""Build verl parquet files for Lp-Reg's training set and benchmarks (SPEC §4, §5, §5b).
+"""Build verl parquet files for Lp-Reg's training set and benchmarks (docs/method.md §4, §5, §5b).
 
 ``python -m data_prep <dataset> --output FILE`` or ``python -m data_prep all --output-dir DIR``;
 see ``data_prep/README.md``. :data:`DATASETS` maps the CLI names to their specs.

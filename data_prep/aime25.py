@@ -1,4 +1,4 @@
-"""AIME 2025 (30 problems, parts I and II; SPEC §5, §5b).
+"""AIME 2025 (30 problems, parts I and II; docs/method.md §5, §5b).
 
 Default ``math-ai/aime25`` (split ``test``: ``problem``, ``answer``, ``id``). Known
 alternatives: ``opencompass/AIME2025``, whose two halves are separate configs

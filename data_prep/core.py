@@ -1,7 +1,7 @@
 """Shared machinery of ``python -m data_prep``: read a source, build verl rows, write parquet.
 
 Each dataset module (``dapo_math``, ``aime24``, ...) declares a :class:`DatasetSpec`: where
-the data lives on the Hub (SPEC §5b), which columns it needs, and how one source row becomes
+the data lives on the Hub (docs/method.md §5b), which columns it needs, and how one source row becomes
 an :class:`Example` (problem text, ground truth, the source's id). This module does the rest
 the same way for all of them:
 
@@ -11,10 +11,10 @@ the same way for all of them:
   (DAPO), skip rows without a problem or an answer (*skip-and-report*: the count and the
   first ids go to stderr; no row left is an error);
 * render the prompt (``r1`` or ``chat`` template, below) and write verl's row layout
-  (SPEC §5b) to parquet atomically: a temporary file in the target directory, then
+  (docs/method.md §5b) to parquet atomically: a temporary file in the target directory, then
   ``os.replace``; a failed run leaves no partial file. Output is deterministic.
 
-Prompt templates (SPEC §5b). ``r1`` (default): the user message holds the complete
+Prompt templates (docs/method.md §5b). ``r1`` (default): the user message holds the complete
 R1-Zero style text of the reference code with the problem and a ``\\boxed{}`` instruction
 inserted; the model must then see that text verbatim, so training and evaluation render it
 with :data:`PASSTHROUGH_CHAT_TEMPLATE` (the trainer sets
@@ -39,6 +39,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from verl_lpreg.names import MULTI_ANSWER_SEP, PASSTHROUGH_CHAT_TEMPLATE
+
 __all__ = [
     "BOXED_INSTRUCTION",
     "DATA_SOURCES",
@@ -59,10 +61,6 @@ __all__ = [
 #: ``data_source`` values written by data_prep (stable: metrics are keyed by them).
 DATA_SOURCES = ("dapo_math_17k", "aime24", "aime25", "math500", "minerva", "olympiadbench")
 
-#: Jinja chat template that emits the messages' contents verbatim and nothing else. Use it
-#: as ``actor_rollout_ref.model.custom_chat_template`` with ``--template r1`` data.
-PASSTHROUGH_CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
-
 #: Answer-format instruction appended to every problem (both templates).
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}"
 
@@ -77,11 +75,6 @@ R1_PREFIX = (
 R1_SUFFIX = ".\nAssistant: Let me solve this step by step.\n<think>"
 
 TEMPLATES = ("r1", "chat")
-
-#: Separator of a multiple-answer ground truth; must equal
-#: ``verl_lpreg.reward.MULTI_ANSWER_SEP`` (a test checks it). Kept here too so that data
-#: prep does not import the training package (torch, verl).
-MULTI_ANSWER_SEP = "|||"
 
 OUTPUT_SCHEMA_FIELDS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 

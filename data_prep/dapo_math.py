@@ -1,4 +1,4 @@
-"""DAPO-Math-17k, the training set of every paper run (SPEC §4, §5b).
+"""DAPO-Math-17k, the training set of every paper run (docs/method.md §4, §5b).
 
 Default source ``open-r1/DAPO-Math-17k-Processed`` (config ``all``, split ``train``): one row
 per distinct prompt, ``prompt`` a string, answer in ``solution`` (and

@@ -1,4 +1,4 @@
-"""Minerva Math (272 problems; SPEC §5, §5b): ``math-ai/minervamath``, split ``test``.
+"""Minerva Math (272 problems; docs/method.md §5, §5b): ``math-ai/minervamath``, split ``test``.
 
 Columns used: ``question`` (or ``problem``) and ``answer``. The source has no id column; an
 ``id``/``idx`` column is used if a source has one, else ``extra_info.source_id`` is empty and

@@ -1,4 +1,4 @@
-"""OlympiadBench, English text-only open-ended maths (675 problems; SPEC §5, §5b).
+"""OlympiadBench, English text-only open-ended maths (675 problems; docs/method.md §5, §5b).
 
 Default ``Hothan/OlympiadBench`` config ``OE_TO_maths_en_COMP`` (split ``train``), which is
 exactly that subset; ``math-ai/olympiadbench`` (split ``test``) is a known alternative.

@@ -1,4 +1,4 @@
-"""Tests of verl_lpreg.evaluate (SPEC §5): scoring fixture responses with known answers, and
+"""Tests of verl_lpreg.evaluate (docs/method.md §5): scoring fixture responses with known answers, and
 generating with a tiny random Qwen2 on CPU (hf backend) in the paper's protocol."""
 
 import json
@@ -86,7 +86,7 @@ def test_score_errors_name_the_file_and_column(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 

@@ -1,4 +1,4 @@
-"""Tests of verl_lpreg.reward (SPEC §5, §5b): extraction, math-verify equality, timeouts,
+"""Tests of verl_lpreg.reward (docs/method.md §5, §5b): extraction, math-verify equality, timeouts,
 thread safety, and a run through verl 0.9.1's own reward loop with the custom function."""
 
 import os
@@ -158,7 +158,7 @@ def test_verl_reward_loop_calls_the_custom_function(tmp_path):
     from verl.trainer.ppo.metric_utils import process_validation_metrics
     from verl.trainer.ppo.reward import resolve_reward_manager_cls
 
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "tiny")
     config = OmegaConf.load(os.path.join(os.path.dirname(verl.__file__), "trainer/config/_generated_ppo_trainer.yaml"))

@@ -1,4 +1,4 @@
-"""Config dataclasses for the Lp-Reg and 80/20 policy losses (SPEC §2-§4).
+"""Config dataclasses for the Lp-Reg and 80/20 policy losses (docs/method.md §2-§4).
 
 They hang under ``actor_rollout_ref.actor.policy_loss`` in verl's hydra config:
 ``verl_lpreg/config/lp_reg_trainer.yaml`` points ``policy_loss._target_`` at
@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
-# The data (data_prep --template r1) holds the reference's full prompt text; this template
-# renders it verbatim (SPEC §5b). One definition, in the torch-free data_prep package.
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE
+from verl_lpreg.names import PASSTHROUGH_CHAT_TEMPLATE
 from verl_lpreg.proxy import PROXY_MODES
 
 __all__ = [
     "LP_REG_KEY",
-    "PASSTHROUGH_CHAT_TEMPLATE",
     "ExtendedPolicyLossConfig",
     "HighEntropyConfig",
     "LpRegConfig",
@@ -43,7 +40,7 @@ def _check_fraction(key: str, value: float, *, allow_zero: bool) -> None:
 
 @dataclass
 class LpRegConfig(BaseConfig):
-    """Lp-Reg hyperparameters (SPEC §2-§3; paper symbols in brackets).
+    """Lp-Reg hyperparameters (docs/method.md §2-§3; paper symbols in brackets).
 
     proxy_mode: ``minp`` keeps ``p >= min_p * p_max``; ``fixed`` keeps ``p >= min_p``.
     min_p [kappa]: the proxy threshold, in (0, 1]; 0.02 in every paper run.

@@ -1,6 +1,6 @@
-"""Offline evaluation with the paper's protocol (SPEC §5): generate responses, then score them.
+"""Offline evaluation with the paper's protocol (docs/method.md §5): generate responses, then score them.
 
-verl 0.9.1 has no working offline generation/evaluation entry point (SPEC §5b), so this is
+verl 0.9.1 has no working offline generation/evaluation entry point (docs/method.md §5b), so this is
 ours::
 
     python -m verl_lpreg.evaluate generate --model CKPT --data aime24.parquet math500.parquet ... \\
@@ -58,7 +58,7 @@ class SamplingSpec:
 
 
 GREEDY = SamplingSpec(n=1, temperature=0.0, top_p=1.0)
-#: Sampling per ``data_source`` (SPEC §5); any other data source is scored greedy pass@1.
+#: Sampling per ``data_source`` (docs/method.md §5); any other data source is scored greedy pass@1.
 PROTOCOL = {
     "aime24": SamplingSpec(n=16, temperature=0.6, top_p=1.0),
     "aime25": SamplingSpec(n=16, temperature=0.6, top_p=1.0),
@@ -143,7 +143,7 @@ def row_template(row: dict, override: str | None) -> str:
 
 
 def render_prompt_text(tokenizer, messages: list[dict], template: str) -> str:
-    """The prompt string the policy sees in training for ``messages`` (SPEC §5b)."""
+    """The prompt string the policy sees in training for ``messages`` (docs/method.md §5b)."""
     if template == "r1":
         return tokenizer.apply_chat_template(
             messages, chat_template=PASSTHROUGH_CHAT_TEMPLATE, add_generation_prompt=True, tokenize=False

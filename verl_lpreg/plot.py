@@ -1,4 +1,4 @@
-"""Draw the Lp-Reg paper's diagnostic figures (SPEC §6) from one or more runs' logs.
+"""Draw the Lp-Reg paper's diagnostic figures (docs/method.md §6) from one or more runs' logs.
 
     python -m verl_lpreg.plot RUN_LOG [RUN_LOG ...] --output figs/ [--labels grpo lp-reg]
 

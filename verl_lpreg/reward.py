@@ -1,6 +1,6 @@
 """Rule-based math reward for verl: last ``\\boxed{}`` + math-verify, safe inside Ray actors.
 
-This is the package's reward function (SPEC §5, §5b). verl 0.9.1 loads it with
+This is the package's reward function (docs/method.md §5, §5b). verl 0.9.1 loads it with
 ``reward.custom_reward_function.path=<this file>`` (or ``pkg://verl_lpreg.reward``) and
 ``reward.custom_reward_function.name=compute_score``; its reward managers call it with the
 keywords ``data_source, solution_str, ground_truth, extra_info`` from an executor *thread*
@@ -29,7 +29,7 @@ name (verl loads a custom reward file under a synthetic module name). Each child
 default-action ``SIGALRM`` before every job, so a stuck child dies on its own even if its
 parent is gone.
 
-Multiple-answer ground truths (OlympiadBench, SPEC §5b): the answers are joined by
+Multiple-answer ground truths (OlympiadBench, docs/method.md §5b): the answers are joined by
 :data:`MULTI_ANSWER_SEP` (see :func:`encode_multi_answer`). Such a ground truth is matched
 if the boxed answer equals all of them as a set (math-verify on the comma-joined list), or if
 the boxed answer splits at top-level commas/semicolons into exactly as many parts and each
@@ -40,8 +40,8 @@ Configuration: ``timeout_s`` (default 5 s, env ``VERL_LPREG_REWARD_TIMEOUT``) pe
 pool, which is created on the first call in each process; both can be passed through verl's
 ``reward.custom_reward_function.reward_kwargs``.
 
-This file must stay importable on its own (verl loads it by path): standard library only at
-import time, no relative imports.
+verl loads this file by path: it imports only the standard library and the installed package's
+constant module (:mod:`verl_lpreg.names`) at import time, no relative imports.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ import sys
 import threading
 import time
 
+from verl_lpreg.names import MULTI_ANSWER_SEP
+
 __all__ = [
     "MULTI_ANSWER_SEP",
     "REASONS",
@@ -70,9 +72,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Separator between the answers of a multiple-answer ground truth (OlympiadBench).
-MULTI_ANSWER_SEP = "|||"
 
 #: ``reason`` values of :func:`compute_score`.
 REASONS = ("correct", "no_boxed", "mismatch", "timeout", "error")

@@ -1,4 +1,4 @@
-"""Tests of data_prep (SPEC §4, §5b) on the committed fixtures (tests/fixtures/data_prep/),
+"""Tests of data_prep (docs/method.md §4, §5b) on the committed fixtures (tests/fixtures/data_prep/),
 which follow each source's real schema."""
 
 import json
@@ -97,7 +97,7 @@ def test_r1_prompt_is_the_reference_text_and_chat_prompt_is_plain(tmp_path):
 def test_passthrough_chat_template_renders_the_content_verbatim(tmp_path):
     from transformers import AutoTokenizer
 
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny"))
     out = tmp_path / "a.parquet"
@@ -168,7 +168,7 @@ def test_no_usable_row_is_an_error_and_writes_nothing(tmp_path):
 
 
 def test_hub_sources_use_the_spec_ids_configs_and_both_aime25_halves(tmp_path, monkeypatch):
-    """`all` loads each default Hub id with the config/split of SPEC §5b (datasets is faked)."""
+    """`all` loads each default Hub id with the config/split of docs/method.md §5b (datasets is faked)."""
     import datasets
 
     files = {
