@@ -15,7 +15,8 @@ import torch
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_lpreg.config import LpRegConfig, policy_loss_group
+from verl_lpreg.config import HighEntropyConfig, LpRegConfig, policy_loss_group
+from verl_lpreg.high_entropy import high_entropy_mask
 from verl_lpreg.high_entropy import high_entropy_policy_loss
 from verl_lpreg.loss import lp_reg_policy_loss
 from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, PROXY_FIELD, TRAINER_MODE
@@ -24,6 +25,8 @@ from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, PROXY_FI
 #: (packed full sequences, sliced here as ``ppo_loss`` slices ``log_probs``) and response-aligned ones.
 FULL_SEQUENCE_INPUTS = (PROXY_FIELD,)
 RESPONSE_INPUTS = (CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD)
+#: The update forward's entropy (computed when ``calculate_entropy`` is asked), as ``ppo_loss`` reads it.
+ENTROPY_INPUT = "entropy"
 
 _loss_inputs: ContextVar[dict | None] = ContextVar("verl_lpreg_loss_inputs", default=None)
 
@@ -38,6 +41,8 @@ def extended_ppo_loss(config, model_output, data, dp_group=None):
     for field in RESPONSE_INPUTS:
         if field in data.keys():
             extras[field] = data.select(field).to_padded_tensor()[field]
+    if model_output.get(ENTROPY_INPUT) is not None:
+        extras[ENTROPY_INPUT] = no_padding_2_padding(model_output[ENTROPY_INPUT], data)
     token = _loss_inputs.set(extras)
     try:
         return ppo_loss(config, model_output, data, dp_group)
@@ -94,20 +99,28 @@ def compute_policy_loss_lp_reg(
 def compute_policy_loss_high_entropy(
     old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
 ):
-    """Registered ``high_entropy`` loss (80/20 baseline): the clipped PPO loss on the batch's
-    top-``top_fraction`` entropy tokens only (mask computed once per batch by the trainer)."""
+    """Registered ``high_entropy`` loss (80/20 baseline, :mod:`verl_lpreg.high_entropy`): the
+    authors' clipped PPO loss on the ``top_fraction`` highest-entropy tokens, ranked in this
+    micro-batch by the update forward's entropy (``selection=micro_batch``), or by the trainer's
+    batch-wide mask (``selection=batch``)."""
     if rollout_is_weights is not None:
         raise ValueError("loss_mode=high_entropy does not support rollout correction weights")
+    he = policy_loss_group(config.policy_loss, "high_entropy", HighEntropyConfig)
+    if he.selection == "micro_batch":
+        entropy = _extra_input(ENTROPY_INPUT, log_prob, "high_entropy")
+        token_mask = high_entropy_mask(entropy, response_mask, he.top_fraction)
+    else:
+        token_mask = _extra_input(HIGH_ENTROPY_MASK_FIELD, log_prob, "high_entropy").bool()
     clip_low, clip_high = _clip_ratios(config)
     return high_entropy_policy_loss(
         old_log_prob,
         log_prob,
         advantages,
         response_mask,
-        _extra_input(HIGH_ENTROPY_MASK_FIELD, log_prob, "high_entropy").bool(),
+        token_mask,
         clip_ratio_low=clip_low,
         clip_ratio_high=clip_high,
-        clip_ratio_c=config.get("clip_ratio_c", 3.0),
         loss_agg_mode=loss_agg_mode,
+        selection=he.selection,
         **config.global_batch_info,
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import transfer_queue as tq
+from omegaconf import open_dict
 from tensordict import TensorDict
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.config import omega_conf_to_dataclass
@@ -70,6 +71,11 @@ class LpRegTrainer(PPOTrainerSync):
         self._lp_reg = policy_loss_group(actor.policy_loss, "lp_reg", LpRegConfig)
         self._high_entropy = policy_loss_group(actor.policy_loss, "high_entropy", HighEntropyConfig)
         self._diagnostics = DiagnosticsConfig.from_config(self.config.get("lp_reg_diagnostics", None))
+        if self._loss_mode == "high_entropy" and self._high_entropy.selection == "micro_batch":
+            # the authors' 80/20 ranks the update forward's entropy: ask verl's engine for it
+            # (verl's _update_actor reads this key; entropy_coeff stays as configured)
+            with open_dict(self.config):
+                actor.calculate_entropy = True
         self._step_fields = self._fields_read_per_step()
         super()._setup()
         self.actor_rollout_wg.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(actor)))
@@ -80,7 +86,7 @@ class LpRegTrainer(PPOTrainerSync):
     def _fields_read_per_step(self) -> list[str]:
         """The batch fields that this run's trainer-side work reads after the advantages."""
         fields = []
-        if self._loss_mode == "high_entropy":
+        if self._loss_mode == "high_entropy" and self._high_entropy.selection == "batch":
             fields += ["entropy"]
         if self._loss_mode == "lp_reg" and self._lp_reg.selection == "batch":
             fields += ["old_log_probs", "advantages"]
@@ -115,7 +121,7 @@ class LpRegTrainer(PPOTrainerSync):
             return batch
         nested_mask, data = self._read_step_fields(batch)
         new_fields: dict[str, torch.Tensor] = {}
-        if self._loss_mode == "high_entropy":
+        if self._loss_mode == "high_entropy" and self._high_entropy.selection == "batch":
             new_fields.update(self._high_entropy_fields(data, metrics))
         if self._loss_mode == "lp_reg" and self._lp_reg.selection == "batch":
             new_fields.update(self._candidate_fields(data, metrics))
@@ -156,7 +162,8 @@ class LpRegTrainer(PPOTrainerSync):
         return nested_mask, padded
 
     def _high_entropy_fields(self, data, metrics) -> dict[str, torch.Tensor]:
-        """The 80/20 token mask over the whole batch, by pi_old entropy. ``loss_mask`` becomes the
+        """``high_entropy.selection=batch``: the 80/20 token mask over the whole batch, by pi_old
+        entropy. ``loss_mask`` becomes the
         selected tokens too: verl's engine counts it for the token-mean denominator, and the 80/20
         loss averages over the selected tokens only, as its authors' code does."""
         valid = data["response_mask"]
