@@ -50,6 +50,13 @@ def register_trainer() -> type:
     return verl_register_trainer(TRAINER_MODE)(LpRegTrainer)
 
 
+def register_agent_loop() -> None:
+    """Register the per-benchmark validation agent loop (:mod:`verl_lpreg.val_protocol`)."""
+    from verl_lpreg.val_protocol import register_agent_loop as register_validation_loop
+
+    register_validation_loop()
+
+
 def register_all() -> None:
     """Everything verl needs for ``loss_mode=lp_reg`` / ``high_entropy`` and ``trainer_mode=lp_reg``."""
     from verl_lpreg.config import register_resolvers
@@ -58,3 +65,4 @@ def register_all() -> None:
     register_losses()
     register_engine()
     register_trainer()
+    register_agent_loop()

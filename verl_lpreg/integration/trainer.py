@@ -41,6 +41,7 @@ from verl_lpreg.names import (
     PROXY_FIELD,
     TRAINER_MODE,
 )
+from verl_lpreg.val_protocol import annotate_val_dataset
 
 #: Engine outputs stored in the layout of verl's ``log_probs`` (packed full sequences).
 _FULL_SEQUENCE_FIELDS = (PROXY_FIELD, MARGIN_FIELD)
@@ -82,6 +83,15 @@ class LpRegTrainer(PPOTrainerSync):
         if self._diagnostics.enable:
             self._spark_map = WordTokenMap.from_tokenizer(self.tokenizer, self._diagnostics.spark_words)
             self._noise_map = WordTokenMap.from_tokenizer(self.tokenizer, self._diagnostics.noise_words)
+
+    def _init_dataloader(self):
+        """verl's dataloaders; the validation rows then carry the per-benchmark protocol
+        (``__rollout_n__`` and ``agent_name``, :mod:`verl_lpreg.val_protocol`)."""
+        super()._init_dataloader()
+        applied = annotate_val_dataset(self.val_dataset, self.config)
+        if applied:
+            settings = ", ".join(f"{s}: n={p.n} T={p.temperature:g}" for s, p in applied.items())
+            print(f"[verl-lpreg] validation protocol (lp_reg_validation): {settings}")
 
     def _fields_read_per_step(self) -> list[str]:
         """The batch fields that this run's trainer-side work reads after the advantages."""
