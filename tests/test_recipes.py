@@ -73,6 +73,13 @@ _SPEC4 = {
     "actor_rollout_ref.rollout.name": "vllm",
     "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
     "trainer.v1.trainer_mode": "lp_reg",
+    # docs/method.md §8: the paper's validation protocol, per benchmark
+    "lp_reg_validation.enable": True,
+    "lp_reg_validation.benchmarks": {
+        "aime24": {"n": 16, "temperature": 0.6, "top_p": 1.0},
+        "aime25": {"n": 16, "temperature": 0.6, "top_p": 1.0},
+        **{b: {"n": 1, "temperature": 0.0, "top_p": 1.0} for b in ("math500", "minerva", "olympiadbench")},
+    },
     "reward.custom_reward_function.name": "compute_score",
 }
 _ON, _OFF = {"actor_rollout_ref.actor.ppo_mini_batch_size": 256}, {"actor_rollout_ref.actor.ppo_mini_batch_size": 32}
