@@ -313,7 +313,9 @@ def test_selected_token_mean_uses_selected_count():
     loss, _ = high_entropy_policy_loss(old, new, adv, resp, sel)
     assert loss.item() == pytest.approx(-(2.0 + 4.0) / 2)
     # batch-wide selection: the trainer's loss_mask makes batch_num_tokens the selected count
-    loss_global, _ = high_entropy_policy_loss(old, new, adv, resp, sel, selection="batch", dp_size=2, batch_num_tokens=3)
+    loss_global, _ = high_entropy_policy_loss(
+        old, new, adv, resp, sel, selection="batch", dp_size=2, batch_num_tokens=3
+    )
     assert loss_global.item() == pytest.approx(-(2.0 + 4.0) / 3 * 2)
     # per micro-batch: the micro-batch's selected mean times its share (4 of 8) of the tokens
     loss_micro, _ = high_entropy_policy_loss(old, new, adv, resp, sel, dp_size=1, batch_num_tokens=8)

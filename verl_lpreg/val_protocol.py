@@ -114,9 +114,10 @@ class ValidationProtocol:
         known = set(DATA_SOURCES) | set(val_sources)
         for name in self.benchmarks:
             if name not in known:
+                in_files = ", ".join(sorted(val_sources))
                 raise ValueError(
                     f"{CONFIG_KEY}.benchmarks.{name}: unknown benchmark; allowed: the data_prep sources "
-                    f"({', '.join(DATA_SOURCES)}) and the data sources of data.val_files ({', '.join(sorted(val_sources))})"
+                    f"({', '.join(DATA_SOURCES)}) and the data sources of data.val_files ({in_files})"
                 )
 
 
