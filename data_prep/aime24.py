@@ -5,7 +5,7 @@ Columns used: ``problem``, ``answer``, ``id`` (kept as ``extra_info.source_id``)
 ``problem`` work too.
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 
 def convert(row: dict, config) -> Example:

@@ -7,7 +7,7 @@ in that order, and ``metadata.part`` says which half a row came from -- and
 ``yentinglin/aime_2025`` (split ``train``).
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 _PARTS = {"AIME2025-I": "I", "AIME2025-II": "II"}
 

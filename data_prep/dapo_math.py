@@ -12,7 +12,7 @@ duplicates of the stripped text are dropped, first occurrence kept, order unchan
 problems from the processed set, as in the paper.
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 DAPO_PREFIX = (
     "Solve the following math problem step by step. The last line of your response should be of the "

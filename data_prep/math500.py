@@ -4,7 +4,7 @@ Columns used: ``problem``, ``answer``, ``unique_id`` (``extra_info.source_id``);
 and ``level`` go into ``metadata``.
 """
 
-from data_prep.core import DatasetSpec, Example
+from .core import DatasetSpec, Example
 
 
 def convert(row: dict, config) -> Example:

@@ -5,7 +5,7 @@ Columns used: ``question`` (or ``problem``) and ``answer``. The source has no id
 ``extra_info.index`` identifies the row.
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 
 def convert(row: dict, config) -> Example:

@@ -15,7 +15,7 @@ which ``verl_lpreg.reward`` splits again and matches as a set.
 
 import re
 
-from data_prep.core import DatasetSpec, Example, column, encode_answers
+from .core import DatasetSpec, Example, column, encode_answers
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 

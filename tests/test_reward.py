@@ -95,7 +95,7 @@ def test_values_are_scalars_or_strings_and_bad_inputs_never_raise():
 
 
 def test_multi_answer_encoding_round_trips_and_matches_data_prep():
-    from data_prep.core import MULTI_ANSWER_SEP, encode_answers
+    from verl_lpreg.data_prep.core import MULTI_ANSWER_SEP, encode_answers
 
     assert MULTI_ANSWER_SEP == reward.MULTI_ANSWER_SEP
     assert reward.split_multi_answer(encode_answers(["$3$".strip("$"), "5"])) == ["3", "5"]

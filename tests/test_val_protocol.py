@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from data_prep import DATASETS
-from data_prep.core import prepare
+from verl_lpreg.data_prep import DATASETS
+from verl_lpreg.data_prep.core import prepare
 from verl_lpreg.evaluate import PROTOCOL, SamplingSpec
 from verl_lpreg.val_protocol import AGENT_NAME, ValidationProtocol, annotate_val_dataset
 
@@ -28,7 +28,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "data_prep"
 
 
 def _compose(*overrides):
-    from verl_lpreg.config import register_resolvers
+    from verl_lpreg.integration.registry import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
@@ -81,12 +81,10 @@ def _dataset(cfg, files, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
+def tokenizer(tiny_model_path):
     from transformers import AutoTokenizer
 
-    from verl_lpreg.cpu.tiny_model import build_tiny_model
-
-    return AutoTokenizer.from_pretrained(build_tiny_model(str(tmp_path_factory.mktemp("tiny"))))
+    return AutoTokenizer.from_pretrained(tiny_model_path)
 
 
 def test_rows_carry_their_benchmarks_n_and_agent_loop(val_files, tokenizer):

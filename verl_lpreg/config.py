@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
-from verl_lpreg.names import PASSTHROUGH_CHAT_TEMPLATE
 from verl_lpreg.proxy import PROXY_MODES
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
     "HighEntropyConfig",
     "LpRegConfig",
     "policy_loss_group",
-    "register_resolvers",
 ]
 
 LP_REG_KEY = "actor_rollout_ref.actor.policy_loss.lp_reg"
@@ -124,21 +122,3 @@ def policy_loss_group(policy_loss, name: str, group_cls: type):
     # without _target_, which would send it through hydra's instantiate and wrap our errors.
     fields = {k: v for k, v in dict(group).items() if k != "_target_"}
     return omega_conf_to_dataclass(fields, dataclass_type=group_cls)
-
-
-def _module_file(module: str) -> str:
-    """Path of an importable module's source file, without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"${{lpreg_module_file:{module}}}: module {module!r} cannot be found")
-    return spec.origin
-
-
-def register_resolvers() -> None:
-    """OmegaConf resolvers used by ``lp_reg_trainer.yaml`` (idempotent)."""
-    from omegaconf import OmegaConf
-
-    OmegaConf.register_new_resolver("lpreg_module_file", _module_file, replace=True)
-    OmegaConf.register_new_resolver("lpreg_passthrough_chat_template", lambda: PASSTHROUGH_CHAT_TEMPLATE, replace=True)

@@ -109,7 +109,7 @@ class ValidationProtocol:
 
     def check_names(self, val_sources: set[str]) -> None:
         """A benchmark must be one data_prep writes or a data_source of the validation files."""
-        from data_prep.core import DATA_SOURCES
+        from verl_lpreg.data_prep.core import DATA_SOURCES
 
         known = set(DATA_SOURCES) | set(val_sources)
         for name in self.benchmarks:

@@ -5,6 +5,8 @@ log-probs, advantages, response mask). :func:`extended_ppo_loss` puts the micro-
 per-token inputs (the proxy, the trainer's masks) in a context variable, as padded response
 tensors, and calls verl's own ``ppo_loss`` (entropy bonus, KL loss, global-batch normalisation
 unchanged); the registered functions read them from there and fail loudly when they are missing.
+
+Our verl-dependent modules are imported where they are used (see :mod:`verl_lpreg.integration.registry`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,6 @@ import torch
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_lpreg.config import HighEntropyConfig, LpRegConfig, policy_loss_group
-from verl_lpreg.high_entropy import high_entropy_mask
-from verl_lpreg.high_entropy import high_entropy_policy_loss
-from verl_lpreg.loss import lp_reg_policy_loss
 from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, PROXY_FIELD, TRAINER_MODE
 
 #: Extra per-token inputs the registered losses read: fields in the layout of verl's ``log_probs``
@@ -75,6 +73,9 @@ def compute_policy_loss_lp_reg(
 ):
     """Registered ``lp_reg`` loss: :func:`verl_lpreg.loss.lp_reg_policy_loss` (docs/method.md §3) with the
     actor config's clip ratios, ``policy_loss.lp_reg`` group and global-batch normalisation."""
+    from verl_lpreg.config import LpRegConfig, policy_loss_group
+    from verl_lpreg.loss import lp_reg_policy_loss
+
     lp = policy_loss_group(config.policy_loss, "lp_reg", LpRegConfig)
     clip_low, clip_high = _clip_ratios(config)
     candidates = _extra_input(CANDIDATES_FIELD, log_prob, "lp_reg").bool() if lp.selection == "batch" else None
@@ -103,6 +104,9 @@ def compute_policy_loss_high_entropy(
     authors' clipped PPO loss on the ``top_fraction`` highest-entropy tokens, ranked in this
     micro-batch by the update forward's entropy (``selection=micro_batch``), or by the trainer's
     batch-wide mask (``selection=batch``)."""
+    from verl_lpreg.config import HighEntropyConfig, policy_loss_group
+    from verl_lpreg.high_entropy import high_entropy_mask, high_entropy_policy_loss
+
     if rollout_is_weights is not None:
         raise ValueError("loss_mode=high_entropy does not support rollout correction weights")
     he = policy_loss_group(config.policy_loss, "high_entropy", HighEntropyConfig)

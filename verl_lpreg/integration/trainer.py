@@ -9,6 +9,8 @@ Data path, per step:
 * after the advantages: one read of the fields that this step's trainer-side work needs (the
   80/20 mask, the batch-wide Lp-Reg selection, the diagnostics), one write of the masks.
 * update: the actor receives the batch without the fields no loss reads (the margin).
+
+Our verl-dependent modules are imported where they are used (see :mod:`verl_lpreg.integration.registry`).
 """
 
 from __future__ import annotations
@@ -27,13 +29,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.debug import marked_timer
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
-from verl_lpreg.config import HighEntropyConfig, LpRegConfig, policy_loss_group
-from verl_lpreg.diagnostics import DiagnosticsConfig, WordTokenMap, compute_step_diagnostics
-from verl_lpreg.high_entropy import high_entropy_mask
-from verl_lpreg.integration.checks import check_config
 from verl_lpreg.integration.engine import proxy_request
-from verl_lpreg.integration.losses import extended_ppo_loss
-from verl_lpreg.loss import select_candidates
 from verl_lpreg.names import (
     CANDIDATES_FIELD,
     HIGH_ENTROPY_MASK_FIELD,
@@ -66,6 +62,11 @@ class LpRegTrainer(PPOTrainerSync):
             raise ValueError(f"LpRegTrainer runs as trainer.v1.trainer_mode={TRAINER_MODE}, got {value!r}")
 
     def _setup(self):
+        from verl_lpreg.config import HighEntropyConfig, LpRegConfig, policy_loss_group
+        from verl_lpreg.diagnostics import DiagnosticsConfig, WordTokenMap
+        from verl_lpreg.integration.checks import check_config
+        from verl_lpreg.integration.losses import extended_ppo_loss
+
         check_config(self.config)
         actor = self.config.actor_rollout_ref.actor
         self._loss_mode = actor.policy_loss.get("loss_mode", "vanilla")
@@ -176,6 +177,8 @@ class LpRegTrainer(PPOTrainerSync):
         entropy. ``loss_mask`` becomes the
         selected tokens too: verl's engine counts it for the token-mean denominator, and the 80/20
         loss averages over the selected tokens only, as its authors' code does."""
+        from verl_lpreg.high_entropy import high_entropy_mask
+
         valid = data["response_mask"]
         selected = high_entropy_mask(data["entropy"], valid, self._high_entropy.top_fraction)
         metrics["high_entropy/selected_fraction"] = float(selected.sum()) / max(int(valid.sum()), 1)
@@ -183,6 +186,8 @@ class LpRegTrainer(PPOTrainerSync):
 
     def _candidate_fields(self, data, metrics) -> dict[str, torch.Tensor]:
         """``lp_reg.selection=batch``: the rho-quantile over the whole batch, by pi_old's log-prob."""
+        from verl_lpreg.loss import select_candidates
+
         valid = data["response_mask"]
         candidates = select_candidates(
             data["old_log_probs"], data["advantages"], valid, self._lp_reg.neg_fraction, self._lp_reg.pos_fraction
@@ -191,6 +196,8 @@ class LpRegTrainer(PPOTrainerSync):
         return {CANDIDATES_FIELD: candidates.float()}
 
     def _step_diagnostics(self, data) -> dict[str, Any]:
+        from verl_lpreg.diagnostics import compute_step_diagnostics
+
         old_log_probs = data["old_log_probs"].float()
         extra = {}
         if self._loss_mode == "lp_reg":
