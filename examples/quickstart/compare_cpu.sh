@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GRPO vs Lp-Reg on the CPU quick-start: two runs of run_cpu.sh that differ only in the loss
-# (LOSS_MODE=vanilla, then lp_reg): the same seed, tiny model, data, warm-up and settings. Then
+# (LOSS_MODE=vanilla, then lp_reg): the same seed and settings, and the second run starts from the
+# first one's warmed-up tiny model and data (run_cpu.sh FROM_RUN). Then
 # `python -m verl_lpreg.plot` draws both runs into $OUT_DIR/figures (entropy, reward, validation
 # accuracy, regularised fraction, and the diagnostics).
 #
@@ -28,7 +29,7 @@ export PYTHON STEPS SEED
 echo "=== GRPO (loss_mode=vanilla), seed $SEED -> $OUT_DIR/grpo"
 OUT_DIR="$OUT_DIR/grpo" LOSS_MODE=vanilla bash "$HERE/run_cpu.sh" "$@"
 echo "=== Lp-Reg (loss_mode=lp_reg), seed $SEED -> $OUT_DIR/lp_reg"
-OUT_DIR="$OUT_DIR/lp_reg" LOSS_MODE=lp_reg bash "$HERE/run_cpu.sh" "$@"
+OUT_DIR="$OUT_DIR/lp_reg" FROM_RUN="$OUT_DIR/grpo" LOSS_MODE=lp_reg bash "$HERE/run_cpu.sh" "$@"
 
 echo "=== figures -> $OUT_DIR/figures"
 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m verl_lpreg.plot \
