@@ -12,8 +12,9 @@
 # ---- data: written by `python -m verl_lpreg.data_prep <dataset> --output <file.parquet>`
 DATA_DIR=${DATA_DIR:-$HOME/data/lp_reg}
 TRAIN_FILE=${TRAIN_FILE:-$DATA_DIR/dapo_math_17k.parquet}
-# Space- or comma-separated paths, or a hydra list "[a,b]". Validation scores are
-# val-core/<data_source>/acc/mean@1 (greedy); AIME avg@16 at T=0.6 is the offline evaluator's job.
+# Space- or comma-separated paths, or a hydra list "[a,b]". Validated with the paper's protocol per
+# data_source (lp_reg_validation in verl_lpreg/config/lp_reg_trainer.yaml): val-core/aime24/acc/mean@16
+# (T=0.6), val-core/math500/acc/mean@1 (greedy), ...
 VAL_FILES=${VAL_FILES:-"$DATA_DIR/aime24.parquet $DATA_DIR/aime25.parquet $DATA_DIR/math500.parquet $DATA_DIR/minerva.parquet $DATA_DIR/olympiadbench.parquet"}
 
 # ---- models and outputs (on a filesystem that every node sees)
@@ -141,7 +142,8 @@ LPREG_COMMON_ARGS=(
     actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
     actor_rollout_ref.rollout.gpu_memory_utilization="$ROLLOUT_GPU_MEM"
     actor_rollout_ref.rollout.max_num_batched_tokens=30720
-    # validation every 8 steps, greedy (temperature 0 is greedy in verl 0.9.1), one sample
+    # validation every 8 steps; the five benchmarks follow lp_reg_validation (AIME: 16 at T=0.6, the
+    # others greedy), any other data source these val_kwargs (greedy: temperature 0 in verl 0.9.1)
     actor_rollout_ref.rollout.val_kwargs.temperature=0
     actor_rollout_ref.rollout.val_kwargs.top_p=1.0
     actor_rollout_ref.rollout.val_kwargs.top_k=-1

@@ -1,4 +1,6 @@
-"""Tests of verl_lpreg.high_entropy (the 80/20 baseline) against slow, obvious versions."""
+"""Tests of verl_lpreg.high_entropy (the 80/20 baseline) against an obvious transcription of the
+authors' rules (docs/method.md §10): k = max(1, int(0.2 n)), the plain clipped PPO term without dual
+clip or log-ratio clamp, token-mean over the selected tokens."""
 
 from __future__ import annotations
 
@@ -15,10 +17,8 @@ from verl_lpreg.high_entropy import high_entropy_mask, high_entropy_policy_loss,
 
 
 def slow_k(n: int, fraction: float) -> int:
-    """The authors' count: max(1, int(n * rho + 0.9999)); none for n == 0 or rho == 0."""
-    if n == 0 or fraction == 0.0:
-        return 0
-    return min(n, max(1, int(n * fraction + 0.9999)))
+    """The authors' count: max(1, int(n * rho)); none for n == 0."""
+    return 0 if n == 0 else max(1, int(n * fraction))
 
 
 def slow_mask(entropy: torch.Tensor, mask: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -31,28 +31,29 @@ def slow_mask(entropy: torch.Tensor, mask: torch.Tensor, fraction: float) -> tor
     return torch.tensor(out, dtype=torch.bool).reshape(entropy.shape)
 
 
-def slow_token_loss(old, new, adv, eps_low, eps_high, c):
-    """Dual-clip PPO term for one token, from scalar torch ops (keeps autograd)."""
-    ratio = torch.exp(torch.clamp(new - old, -20.0, 20.0))
+def slow_token_loss(old, new, adv, eps_low, eps_high):
+    """The authors' PPO term for one token (no dual clip), from scalar torch ops (keeps autograd)."""
+    ratio = torch.exp(new - old)
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    loss = torch.maximum(unclipped, clipped)
-    if adv < 0:
-        loss = torch.minimum(loss, -adv * c)
-    return loss
+    return torch.maximum(unclipped, clipped)
 
 
-def slow_loss(old, new, adv, resp, sel, mode, eps_low=0.2, eps_high=0.2, c=3.0, **glob):
+def slow_loss(old, new, adv, resp, sel, mode, eps_low=0.2, eps_high=0.2, selection="batch", **glob):
     rows, cols = old.shape
     use = [[bool(resp[i, j]) and bool(sel[i, j]) for j in range(cols)] for i in range(rows)]
     terms = [
-        [slow_token_loss(old[i, j], new[i, j], adv[i, j], eps_low, eps_high, c) for j in range(cols)]
-        for i in range(rows)
+        [slow_token_loss(old[i, j], new[i, j], adv[i, j], eps_low, eps_high) for j in range(cols)] for i in range(rows)
     ]
     dp = glob.get("dp_size", 1)
     picked = [terms[i][j] for i in range(rows) for j in range(cols) if use[i][j]]
     if not picked:
         return new.sum() * 0.0
+    if mode == "token-mean" and selection == "micro_batch":
+        # the micro-batch's mean over its selected tokens, weighted by its share of the tokens
+        n_valid = int(resp.sum())
+        share = n_valid / (glob.get("batch_num_tokens") or n_valid)
+        return sum(picked) / len(picked) * share * dp
     if mode == "token-mean":
         denom = glob.get("batch_num_tokens") or len(picked)
         return sum(picked) / denom * dp
@@ -101,7 +102,7 @@ def batches(draw, max_rows=4, max_cols=9):
     }
 
 
-fractions = st.sampled_from([0.0, 0.2, 0.5, 1.0]) | st.floats(0.0, 1.0)
+fractions = st.sampled_from([0.01, 0.2, 0.5, 1.0]) | st.floats(0.0, 1.0, exclude_min=True)
 
 # ----------------------------------------------------------------------------- mask
 
@@ -134,21 +135,21 @@ def test_mask_properties(b, fraction):
 def test_mask_edge_fractions(b):
     ent, valid = b["entropy"], b["mask"]
     assert torch.equal(high_entropy_mask(ent, valid, 1.0), valid)
-    assert not high_entropy_mask(ent, valid, 0.0).any()
+    assert int(high_entropy_mask(ent, valid, 1e-6).sum()) == min(1, int(valid.sum()))  # at least one
     assert not high_entropy_mask(ent, torch.zeros_like(valid), 0.2).any()
 
 
 def test_mask_counts_and_ties():
     assert num_selected_tokens(15, 0.2) == 3  # 15 * 0.2 == 3.0000000000000004 in floats
     assert num_selected_tokens(10, 0.2) == 2
-    assert num_selected_tokens(11, 0.2) == 3  # ceil(2.2)
+    assert num_selected_tokens(14, 0.2) == 2  # int(2.8): the authors truncate
     assert num_selected_tokens(3, 0.01) == 1  # at least one token
     assert num_selected_tokens(0, 0.2) == 0
     assert num_selected_tokens(7, 1.0) == 7
     ent = torch.tensor([[1.0, 2.0, 2.0], [2.0, 0.5, 9.0]])
     valid = torch.tensor([[1, 1, 1], [1, 1, 0]])  # the 9.0 is masked
-    # 5 valid tokens, k = int(5 * 0.5 + 0.9999) = 3: the three 2.0s
-    assert high_entropy_mask(ent, valid, 0.5).tolist() == [[False, True, True], [True, False, False]]
+    # 5 valid tokens, k = int(5 * 0.6) = 3: the three 2.0s
+    assert high_entropy_mask(ent, valid, 0.6).tolist() == [[False, True, True], [True, False, False]]
     # k = 2 among three tied 2.0s: the two earliest positions win
     assert high_entropy_mask(ent, valid, 0.4).tolist() == [[False, True, True], [False, False, False]]
     # NaN / inf under the mask are ignored
@@ -157,7 +158,7 @@ def test_mask_counts_and_ties():
     assert high_entropy_mask(ent_bad, valid_bad, 0.5).tolist() == [[False, True], [False, False]]
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5])
+@pytest.mark.parametrize("bad", [-0.1, 0.0, 1.5])
 def test_mask_rejects_bad_fraction(bad):
     with pytest.raises(ValueError):
         high_entropy_mask(torch.ones(2, 2), torch.ones(2, 2), bad)
@@ -178,15 +179,15 @@ def test_mask_is_batch_global_not_per_row():
 # ----------------------------------------------------------------------------- loss
 
 
-def _check_against_slow(b, sel, mode, clip=(0.2, 0.28, 3.0), **glob):
+def _check_against_slow(b, sel, mode, clip=(0.2, 0.28), selection="batch", **glob):
     new = b["new"].clone().requires_grad_(True)
     new_slow = b["new"].clone().requires_grad_(True)
-    eps_low, eps_high, c = clip
+    eps_low, eps_high = clip
     loss, metrics = high_entropy_policy_loss(
         b["old"], new, b["adv"], b["mask"], sel,
-        clip_ratio_low=eps_low, clip_ratio_high=eps_high, clip_ratio_c=c, loss_agg_mode=mode, **glob,
+        clip_ratio_low=eps_low, clip_ratio_high=eps_high, loss_agg_mode=mode, selection=selection, **glob,
     )  # fmt: skip
-    expected = slow_loss(b["old"], new_slow, b["adv"], b["mask"], sel, mode, eps_low, eps_high, c, **glob)
+    expected = slow_loss(b["old"], new_slow, b["adv"], b["mask"], sel, mode, eps_low, eps_high, selection, **glob)
     assert torch.isfinite(loss)
     torch.testing.assert_close(loss, expected.reshape(()).to(loss.dtype), rtol=1e-5, atol=1e-6)
     (grad,) = torch.autograd.grad(loss, new)
@@ -198,23 +199,81 @@ def _check_against_slow(b, sel, mode, clip=(0.2, 0.28, 3.0), **glob):
     return loss, metrics
 
 
+SELECTION = st.sampled_from(["micro_batch", "batch"])
+
+
 @settings(max_examples=150, deadline=None)
-@given(batches(), fractions, st.sampled_from(MODES))
-def test_loss_matches_slow_version(b, fraction, mode):
+@given(batches(), fractions, st.sampled_from(MODES), SELECTION)
+def test_loss_matches_slow_version(b, fraction, mode, selection):
     sel = high_entropy_mask(b["entropy"], b["mask"], fraction)
-    _, metrics = _check_against_slow(b, sel, mode)
+    _, metrics = _check_against_slow(b, sel, mode, selection=selection)
     valid = int(b["mask"].sum())
     expected_frac = int(sel.sum()) / valid if valid else 0.0
     assert metrics["actor/high_entropy_token_frac"] == pytest.approx(expected_frac)
-    assert set(metrics) >= {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"}
+    assert set(metrics) == {"actor/pg_clipfrac", "actor/ppo_kl", "actor/high_entropy_token_frac"}
 
 
 @settings(max_examples=100, deadline=None)
-@given(batches(), st.sampled_from(MODES), st.integers(1, 8), st.integers(1, 200), st.integers(1, 40))
-def test_loss_global_batch_normalisation(b, mode, dp_size, n_tokens, n_seqs):
+@given(batches(), st.sampled_from(MODES), SELECTION, st.integers(1, 8), st.integers(1, 200), st.integers(1, 40))
+def test_loss_global_batch_normalisation(b, mode, selection, dp_size, n_tokens, n_seqs):
     sel = high_entropy_mask(b["entropy"], b["mask"], 0.2)
     glob = {"dp_size": dp_size, "batch_num_tokens": n_tokens, "global_batch_size": n_seqs, "loss_scale_factor": 7}
-    _check_against_slow(b, sel, mode, **glob)
+    _check_against_slow(b, sel, mode, selection=selection, **glob)
+
+
+def authors_8020_micro_batch(old, new, entropy, adv, resp, eps_low, eps_high):
+    """The authors' compute_policy_loss_8020_split, transcribed: the current micro-batch's entropy,
+    k = max(1, int(0.2 n)) by torch.topk, no dual clip, token-mean over the selected tokens."""
+    ratio = torch.exp(new - old)
+    losses = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1 - eps_low, 1 + eps_high))
+    valid_idx = torch.nonzero(resp.reshape(-1), as_tuple=True)[0]
+    top = torch.topk(entropy.reshape(-1)[valid_idx], k=max(1, int(len(valid_idx) * 0.2))).indices
+    mask = torch.zeros(resp.numel())
+    mask[valid_idx[top]] = 1.0
+    mask = mask.reshape(resp.shape)
+    return (losses * mask).sum() / mask.sum()
+
+
+def test_default_is_the_authors_micro_batch_8020():
+    """Default rules (selection=micro_batch, current entropy) = the authors' function: value and gradient,
+    alone and summed over two micro-batches under verl's global token normalisation."""
+    torch.manual_seed(0)
+    rows, cols = 6, 11
+    old = torch.randn(rows, cols) - 2.0
+    new = (old + 0.8 * torch.randn(rows, cols)).requires_grad_(True)
+    entropy = torch.rand(rows, cols) * 3  # distinct values: no ties, so topk's order does not matter
+    adv = torch.randn(rows, 1).expand(rows, cols).contiguous()
+    resp = torch.ones(rows, cols, dtype=torch.bool)
+    for i, length in enumerate((11, 7, 3, 9, 5, 10)):
+        resp[i, length:] = False
+
+    new_ref = new.detach().clone().requires_grad_(True)
+    want = authors_8020_micro_batch(old, new_ref, entropy, adv, resp, 0.2, 0.28)
+    sel = high_entropy_mask(entropy, resp, 0.2)
+    got, _ = high_entropy_policy_loss(old, new, adv, resp, sel, clip_ratio_low=0.2, clip_ratio_high=0.28)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.autograd.grad(got, new)[0], torch.autograd.grad(want, new_ref)[0])
+
+    # two micro-batches, verl 0.9.1's normalisation by the mini-batch's tokens: the token-weighted
+    # mean of the authors' per-micro-batch losses
+    halves = (slice(0, 3), slice(3, 6))
+    n_total = int(resp.sum())
+    total = sum(
+        high_entropy_policy_loss(
+            old[h], new[h], adv[h], resp[h], high_entropy_mask(entropy[h], resp[h], 0.2),
+            clip_ratio_low=0.2, clip_ratio_high=0.28, dp_size=1, batch_num_tokens=n_total,
+        )[0]
+        for h in halves
+    )  # fmt: skip
+    want_total = (
+        sum(
+            authors_8020_micro_batch(old[h], new_ref[h], entropy[h], adv[h], resp[h], 0.2, 0.28) * int(resp[h].sum())
+            for h in halves
+        )
+        / n_total
+    )
+    torch.testing.assert_close(total, want_total)
+    torch.testing.assert_close(torch.autograd.grad(total, new)[0], torch.autograd.grad(want_total, new_ref)[0])
 
 
 @settings(max_examples=60, deadline=None)
@@ -230,8 +289,8 @@ def test_no_selected_token_gives_zero_loss_and_zero_grad(b, mode):
     assert (grad == 0).all()
 
 
-def test_full_mask_is_vanilla_grpo():
-    """top_fraction = 1 reduces to verl's vanilla loss on the same inputs."""
+def test_full_mask_is_plain_clipped_ppo():
+    """top_fraction = 1 is the clipped PPO loss over all tokens, without verl's dual clip."""
     from verl.trainer.ppo.core_algos import agg_loss
 
     torch.manual_seed(0)
@@ -243,7 +302,6 @@ def test_full_mask_is_vanilla_grpo():
     loss, _ = high_entropy_policy_loss(old, new, adv, resp, sel, clip_ratio_low=0.2, clip_ratio_high=0.28)
     ratio = torch.exp(new - old)
     per_token = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.28))
-    per_token = torch.where(adv < 0, torch.minimum(per_token, -adv * 3.0), per_token)
     torch.testing.assert_close(loss, agg_loss(per_token, resp, "token-mean"))
 
 
@@ -256,6 +314,12 @@ def test_selected_token_mean_uses_selected_count():
     sel = torch.tensor([[False, True, False, True]])
     loss, _ = high_entropy_policy_loss(old, new, adv, resp, sel)
     assert loss.item() == pytest.approx(-(2.0 + 4.0) / 2)
-    loss_global, _ = high_entropy_policy_loss(old, new, adv, resp, sel, dp_size=2, batch_num_tokens=3)
+    # batch-wide selection: the trainer's loss_mask makes batch_num_tokens the selected count
+    loss_global, _ = high_entropy_policy_loss(
+        old, new, adv, resp, sel, selection="batch", dp_size=2, batch_num_tokens=3
+    )
     assert loss_global.item() == pytest.approx(-(2.0 + 4.0) / 3 * 2)
+    # per micro-batch: the micro-batch's selected mean times its share (4 of 8) of the tokens
+    loss_micro, _ = high_entropy_policy_loss(old, new, adv, resp, sel, dp_size=1, batch_num_tokens=8)
+    assert loss_micro.item() == pytest.approx(-(2.0 + 4.0) / 2 * 4 / 8)
     assert math.isfinite(loss_global.item())

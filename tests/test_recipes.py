@@ -9,6 +9,7 @@ baselines' sources, not read from the scripts.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ DATA, MODELS, CKPTS = "/nonexistent/data", "/nonexistent/models", "/nonexistent/
 RECIPE_ENV_VARS = (
     "RAY_ADDRESS", "RUNTIME_ENV", "RUNTIME_ENV_JSON", "RAY_SUBMIT_ARGS", "MODEL_PATH", "EXP_NAME",
     "TRAIN_FILE", "VAL_FILES", "CKPTS_DIR", "NNODES", "GPUS_PER_NODE", "PROJECT_NAME", "LOGGER",
-    "ROLLOUT_TP", "ROLLOUT_GPU_MEM", "SP_SIZE",
+    "ROLLOUT_TP", "ROLLOUT_GPU_MEM", "SP_SIZE", "TOTAL_STEPS",
 )  # fmt: skip
 
 # ------------------------------------------------------------------ the one table of expectations
@@ -63,6 +64,7 @@ _SPEC4 = {
     "trainer.nnodes": 8,
     "trainer.n_gpus_per_node": 8,
     "trainer.total_epochs": 15,
+    "trainer.total_training_steps": None,  # 15 epochs (14B); the 32B runs stop at 800 steps
     "trainer.test_freq": 8,
     "trainer.save_freq": 64,
     "actor_rollout_ref.rollout.val_kwargs.temperature": 0,
@@ -71,6 +73,13 @@ _SPEC4 = {
     "actor_rollout_ref.rollout.name": "vllm",
     "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
     "trainer.v1.trainer_mode": "lp_reg",
+    # docs/method.md §8: the paper's validation protocol, per benchmark
+    "lp_reg_validation.enable": True,
+    "lp_reg_validation.benchmarks": {
+        "aime24": {"n": 16, "temperature": 0.6, "top_p": 1.0},
+        "aime25": {"n": 16, "temperature": 0.6, "top_p": 1.0},
+        **{b: {"n": 1, "temperature": 0.0, "top_p": 1.0} for b in ("math500", "minerva", "olympiadbench")},
+    },
     "reward.custom_reward_function.name": "compute_score",
 }
 _ON, _OFF = {"actor_rollout_ref.actor.ppo_mini_batch_size": 256}, {"actor_rollout_ref.actor.ppo_mini_batch_size": 32}
@@ -86,7 +95,7 @@ _LP_REG = {
     _LOSS + "lp_reg.soft": False,
 }
 _RHO_14B, _RHO_32B = {_LOSS + "lp_reg.neg_fraction": 0.01}, {_LOSS + "lp_reg.neg_fraction": 0.005}
-_TP2 = {"actor_rollout_ref.rollout.tensor_model_parallel_size": 2}
+_32B = {"actor_rollout_ref.rollout.tensor_model_parallel_size": 2, "trainer.total_training_steps": 800}
 _CLIP = {"actor_rollout_ref.actor.clip_ratio_low": 0.2, "actor_rollout_ref.actor.clip_ratio_high": 0.2}
 _CLIP_HIGHER = {"actor_rollout_ref.actor.clip_ratio_low": 0.2, "actor_rollout_ref.actor.clip_ratio_high": 0.28}
 _METHOD = {
@@ -120,8 +129,8 @@ EXPECTED = dict(
     [
         _row("lp_reg/run_qwen3_14b_lp_reg_onpolicy.sh", "Qwen3-14B-Base", "lp_reg_qwen3_14b_onpolicy", _LP_REG, _RHO_14B, _ON),
         _row("lp_reg/run_qwen3_14b_lp_reg_offpolicy.sh", "Qwen3-14B-Base", "lp_reg_qwen3_14b_offpolicy", _LP_REG, _RHO_14B, _OFF),
-        _row("lp_reg/run_qwen2.5_32b_lp_reg_onpolicy.sh", "Qwen2.5-32B", "lp_reg_qwen2.5_32b_onpolicy", _LP_REG, _RHO_32B, _ON, _TP2),
-        _row("lp_reg/run_qwen2.5_32b_lp_reg_offpolicy.sh", "Qwen2.5-32B", "lp_reg_qwen2.5_32b_offpolicy", _LP_REG, _RHO_32B, _OFF, _TP2),
+        _row("lp_reg/run_qwen2.5_32b_lp_reg_onpolicy.sh", "Qwen2.5-32B", "lp_reg_qwen2.5_32b_onpolicy", _LP_REG, _RHO_32B, _ON, _32B),
+        _row("lp_reg/run_qwen2.5_32b_lp_reg_offpolicy.sh", "Qwen2.5-32B", "lp_reg_qwen2.5_32b_offpolicy", _LP_REG, _RHO_32B, _OFF, _32B),
     ]
     + [
         _row(f"baselines/run_qwen3_14b_{method}_{mode}policy.sh", "Qwen3-14B-Base", f"{method}_qwen3_14b_{mode}policy",
@@ -129,7 +138,34 @@ EXPECTED = dict(
         for method in _METHOD
         for mode in ("on", "off")
     ]
+    + [  # the Qwen2.5-32B block of Table 1 has these baseline rows
+        _row(f"baselines/run_qwen2.5_32b_{method}_{mode}policy.sh", "Qwen2.5-32B", f"{method}_qwen2.5_32b_{mode}policy",
+             _METHOD[method], _ON if mode == "on" else _OFF, _32B)
+        for method, mode in (("grpo", "on"), ("grpo", "off"), ("gspo", "off"), ("clip_higher", "off"),
+                             ("kl_cov", "off"), ("entropy_bonus", "on"), ("80_20", "on"), ("80_20", "off"))
+    ]
 )  # fmt: skip
+
+#: The one order in which every recipe lists its overrides (after LPREG_COMMON_ARGS), so that
+#: ``diff`` of two recipes shows only what differs.
+OVERRIDE_ORDER = (
+    "actor_rollout_ref.actor.ppo_mini_batch_size",
+    "trainer.total_training_steps",
+    "actor_rollout_ref.actor.policy_loss.loss_mode",
+    "actor_rollout_ref.actor.clip_ratio_low",
+    "actor_rollout_ref.actor.clip_ratio_high",
+    "actor_rollout_ref.actor.loss_agg_mode",
+    "actor_rollout_ref.actor.entropy_coeff",
+    "actor_rollout_ref.actor.policy_loss.kl_cov_ratio",
+    "actor_rollout_ref.actor.policy_loss.ppo_kl_coef",
+    "actor_rollout_ref.actor.policy_loss.high_entropy.top_fraction",
+    "actor_rollout_ref.actor.policy_loss.lp_reg.proxy_mode",
+    "actor_rollout_ref.actor.policy_loss.lp_reg.min_p",
+    "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction",
+    "actor_rollout_ref.actor.policy_loss.lp_reg.kl_coef",
+)
+#: ... and the variables at their top, in this order.
+VARIABLE_ORDER = ("MODEL_PATH", "EXP_NAME", "ROLLOUT_TP", "TOTAL_STEPS")
 
 # ------------------------------------------------------------------ running the recipes
 
@@ -186,6 +222,19 @@ def test_recipe_composes_to_spec(recipe, composed):
     assert not mismatches, f"{recipe}: key -> (got, expected): {mismatches}"
     assert _select(cfg, "reward.custom_reward_function.path").endswith("verl_lpreg/reward.py")
     assert "${" not in proc.stdout, "the printed config is not fully resolved"
+
+
+@pytest.mark.parametrize("recipe", sorted(EXPECTED))
+def test_recipe_lists_its_overrides_in_the_canonical_order(recipe):
+    lines = [ln.strip() for ln in (EXAMPLES / recipe).read_text().splitlines()]
+    variables = [ln.split("=", 1)[0] for ln in lines if re.match(r"^[A-Z_]+=\$\{", ln)]
+    assert variables == [v for v in VARIABLE_ORDER if v in variables], f"{recipe}: variables {variables}"
+    start = lines.index('"${LPREG_COMMON_ARGS[@]}" \\')
+    end = lines.index('"$@"')
+    keys = [ln.split("=", 1)[0] for ln in lines[start + 1 : end]]
+    unknown = [k for k in keys if k not in OVERRIDE_ORDER]
+    assert not unknown, f"{recipe}: overrides outside OVERRIDE_ORDER: {unknown}"
+    assert keys == sorted(keys, key=OVERRIDE_ORDER.index), f"{recipe}: overrides out of the canonical order: {keys}"
 
 
 def test_every_recipe_is_in_the_table_and_in_table1():

@@ -322,10 +322,14 @@ def test_missing_proxy_fails_loudly(worker, tiny_model):
         worker.update_actor(data)
 
 
-def test_update_actor_with_high_entropy(worker, tiny_model):
-    """80/20: the loss is the token-mean over the selected tokens only (the trainer sets
-    ``loss_mask`` to them, so verl's token count is theirs)."""
-    cfg = compose_config(tiny_model, "actor_rollout_ref.actor.policy_loss.loss_mode=high_entropy")
+def test_update_actor_with_high_entropy_batch_selection(worker, tiny_model):
+    """80/20, ``selection=batch``: the loss is the token-mean over the selected tokens only (the
+    trainer sets ``loss_mask`` to them, so verl's token count is theirs)."""
+    cfg = compose_config(
+        tiny_model,
+        "actor_rollout_ref.actor.policy_loss.loss_mode=high_entropy",
+        "actor_rollout_ref.actor.policy_loss.high_entropy.selection=batch",
+    )
     batch = rollout_batch(seed=5)
     old_output = compute_old_log_prob(worker, batch, proxy=False)
     entropy = response_from_nested(old_output["entropy"], batch["response_mask"]).unbind()
@@ -345,3 +349,32 @@ def test_update_actor_with_high_entropy(worker, tiny_model):
     n_selected = sum(int(m.sum()) for m in selected)
     expected = -sum(adv * int(m.sum()) for (_, _, adv), m in zip(SAMPLES, selected, strict=True)) / n_selected
     assert sum(metrics["actor/pg_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_update_actor_with_high_entropy_micro_batch_default(worker, tiny_model):
+    """80/20 by default (the authors'): each micro-batch of the update ranks the current policy's
+    entropy (verl computes it in the update forward when asked) and averages over its own
+    selected tokens; verl's token normalisation weights the micro-batches by their tokens."""
+    from verl_lpreg.high_entropy import num_selected_tokens
+
+    cfg = compose_config(tiny_model, "actor_rollout_ref.actor.policy_loss.loss_mode=high_entropy")
+    batch = rollout_batch(seed=6)
+    old_output = compute_old_log_prob(worker, batch, proxy=False)
+    entropy = response_from_nested(old_output["entropy"], batch["response_mask"]).unbind()
+    data = training_batch(batch, old_output)
+    tu.assign_non_tensor(data, calculate_entropy=True)
+    worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)))
+    metrics = worker.update_actor(data)["metrics"]
+    # parameters unchanged during the mini-batch: the update's entropy is the old forward's, ratio 1
+    n_total = sum(resp_len for _, resp_len, _ in SAMPLES)
+    expected = 0.0
+    for mb in (slice(0, 2), slice(2, 4)):  # ppo_micro_batch_size_per_gpu=2, in order
+        ents = torch.cat(entropy[mb])
+        advs = torch.cat([torch.full((r,), a) for _, r, a in SAMPLES[mb]])
+        top = torch.topk(ents, num_selected_tokens(len(ents), 0.2)).indices
+        expected += float(-advs[top].mean()) * len(ents) / n_total
+    assert sum(metrics["actor/pg_loss"]) == pytest.approx(expected, rel=1e-5)
+
+    # without the update forward's entropy the loss refuses to guess
+    with pytest.raises(RuntimeError, match="'entropy'"):
+        worker.update_actor(training_batch(batch, old_output))

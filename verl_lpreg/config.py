@@ -30,6 +30,7 @@ LP_REG_KEY = "actor_rollout_ref.actor.policy_loss.lp_reg"
 SELECTION_SCOPES = ("micro_batch", "batch")
 PROXY_SOURCES = ("old", "current", "ref")
 HIGH_ENTROPY_KEY = "actor_rollout_ref.actor.policy_loss.high_entropy"
+HIGH_ENTROPY_SELECTIONS = ("micro_batch", "batch")
 
 
 def _check_fraction(key: str, value: float, *, allow_zero: bool) -> None:
@@ -141,12 +142,23 @@ class LpRegConfig(BaseConfig):
 
 @dataclass
 class HighEntropyConfig(BaseConfig):
-    """80/20 baseline: train only on the ``top_fraction`` highest-entropy tokens of each batch."""
+    """80/20 baseline: train only on the ``top_fraction`` highest-entropy tokens.
+
+    top_fraction: share of the valid tokens kept, ``max(1, int(top_fraction * n))`` of ``n``.
+    selection: ``micro_batch`` (the authors'): ranked by the current policy's entropy within each
+        micro-batch of the update; ``batch``: ranked by pi_old's entropy over the whole training
+        batch, once per step (verl_lpreg/high_entropy.py).
+    """
 
     top_fraction: float = 0.2
+    selection: str = "micro_batch"
 
     def __post_init__(self):
         _check_fraction(f"{HIGH_ENTROPY_KEY}.top_fraction", self.top_fraction, allow_zero=False)
+        if self.selection not in HIGH_ENTROPY_SELECTIONS:
+            raise ValueError(
+                f"{HIGH_ENTROPY_KEY}.selection={self.selection!r} is not supported: allowed {HIGH_ENTROPY_SELECTIONS}"
+            )
 
 
 @dataclass

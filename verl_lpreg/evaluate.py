@@ -6,6 +6,7 @@ ours::
     python -m verl_lpreg.evaluate generate --model CKPT --data aime24.parquet math500.parquet ... \\
         --output-dir gen/ [--backend vllm|hf] [--max-new-tokens 8192] [--limit N]
     python -m verl_lpreg.evaluate score --responses gen/*.parquet --output results/
+    python -m verl_lpreg.evaluate best --log metrics.jsonl --output results/   # from a run's log
 
 ``generate`` reads benchmark files written by ``python -m verl_lpreg.data_prep`` and samples with
 :data:`PROTOCOL`: AIME24/AIME25 16 samples at temperature 0.6, top_p 1.0 (avg@16, and
@@ -524,6 +525,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="directory for results.json and results.md")
     s.add_argument("--workers", type=int, help="math-verify worker processes (default: CPU count)")
     s.add_argument("--timeout", type=float, help="seconds per response (default: the reward's, 5)")
+    b = sub.add_parser("best", help="Table 1 row from a run's validation log (verl_lpreg.best_checkpoint)")
+    b.add_argument(
+        "--log", action="extend", nargs="+", required=True, help="file-logger .jsonl, TensorBoard dir, wandb .csv"
+    )
+    b.add_argument("--output", required=True, help="directory for results.json and results.md")
+    b.add_argument("--per-benchmark-max", action="store_true", help="each benchmark's own best step")
     return p
 
 
@@ -543,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 tensor_parallel_size=args.tensor_parallel_size,
             )
+        elif args.command == "best":
+            from verl_lpreg.best_checkpoint import best
+
+            best(args.log, args.output, per_benchmark_max=args.per_benchmark_max)
         else:
             score(args.responses, args.output, workers=args.workers, timeout_s=args.timeout)
     except EvaluateError as e:

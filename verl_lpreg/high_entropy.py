@@ -1,27 +1,35 @@
 """The 80/20 baseline: policy gradient on the high-entropy minority tokens only.
 
 Wang et al. 2025, "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective
-Reinforcement Learning for LLM Reasoning" (arXiv 2506.01939). Their public code (a verl fork,
-``verl/trainer/ppo/core_algos.py::get_global_entropy_top_mask`` and
-``verl/workers/actor/dp_actor.py::update_policy``) does, per micro-batch:
+Reinforcement Learning for LLM Reasoning" (arXiv 2506.01939). Table 1's 80/20 rows come from
+the Lp-Reg authors' implementation (``compute_policy_loss_8020_split`` in their verl fork;
+docs/method.md §10), which, per micro-batch of the update:
 
-1. token entropy ``H_t = -sum_v p_v log p_v`` of the current policy (same forward as the
-   log-probs, logits divided by the rollout temperature);
-2. selection, without gradient: among the valid response tokens (``n`` of them) the
-   ``k = max(1, int(n * rho + 0.9999))`` tokens with the largest entropy (``rho = 0.2``);
-3. the usual PPO/GRPO clipped loss, aggregated with ``agg_loss`` over the mask
-   ``response_mask * entropy_top_mask``: with ``token-mean`` the sum of the per-token losses
-   of the selected tokens divided by the **number of selected tokens** (not by all tokens).
+1. takes the token entropy of the **current** policy from the update's forward pass;
+2. selects, without gradient, among the ``n`` valid response tokens the
+   ``k = max(1, int(0.2 * n))`` with the largest entropy;
+3. computes the clipped PPO term ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))`` with
+   ``r = exp(log_prob - old_log_prob)`` (no dual clip, no clamp of the log-ratio) and
+   aggregates it with ``agg_loss`` over the selected tokens only: with ``token-mean`` the sum over
+   the selected tokens divided by their number.
 
-This module keeps the two pieces as pure torch functions. Differences to the authors' code,
-chosen by this package's design (the trainer owns the wiring):
+:func:`high_entropy_mask` and :func:`high_entropy_policy_loss` are those rules as pure torch
+functions. ``policy_loss.high_entropy.selection`` picks where the ranking happens:
 
-* the entropy is pi_old's (computed with ``old_log_prob``, same temperature), and the mask
-  is built once per training batch over the whole batch, not per micro-batch from the
-  current policy. On-policy (one mini-batch, one epoch) pi_old is the current policy, so
-  only the selection scope differs (batch instead of micro-batch).
-* ``top_fraction == 0`` selects nothing (the authors' ``max(1, ...)`` would keep one token).
-* ties are broken deterministically (see :func:`high_entropy_mask`).
+* ``micro_batch`` (default, the authors'): inside the loss, by the current policy's entropy,
+  per micro-batch. verl 0.9.1 normalises ``token-mean`` by the token count of the whole
+  mini-batch (``batch_num_tokens``, all response tokens here) instead of summing per-micro-batch
+  means as the authors' older verl does; the loss keeps the authors' denominator by weighting
+  each selected token by ``n / k`` of its micro-batch, so the mini-batch loss is the
+  token-count-weighted mean of the micro-batches' selected-token means (the authors weight by
+  sequence count: equal under verl's token-balanced dynamic batching).
+* ``batch``: the trainer ranks pi_old's entropy over the whole training batch once per step and
+  sets ``loss_mask`` to the selection, so verl's ``batch_num_tokens`` is the selected count and
+  ``token-mean`` is the mean over the batch's selected tokens. On-policy pi_old is the current
+  policy: only the scope of the ranking differs.
+
+Ties are broken deterministically (see :func:`high_entropy_mask`); the authors' ``topk`` leaves
+them unspecified.
 """
 
 from __future__ import annotations
@@ -29,23 +37,24 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
+from verl.trainer.ppo.core_algos import agg_loss
 
-__all__ = ["high_entropy_mask", "high_entropy_policy_loss", "num_selected_tokens"]
+__all__ = ["SELECTIONS", "high_entropy_mask", "high_entropy_policy_loss", "num_selected_tokens"]
+
+#: ``policy_loss.high_entropy.selection`` values.
+SELECTIONS = ("micro_batch", "batch")
 
 
 def num_selected_tokens(num_valid: int, top_fraction: float) -> int:
     """How many tokens :func:`high_entropy_mask` keeps out of ``num_valid`` valid ones.
 
-    ``0`` when ``num_valid == 0`` or ``top_fraction == 0``; otherwise the authors' rounding
-    ``max(1, int(num_valid * top_fraction + 0.9999))`` (a ceiling that forgives float noise
-    such as ``15 * 0.2 == 3.0000000000000004``), capped at ``num_valid``.
+    The authors' count ``max(1, int(num_valid * top_fraction))``; ``0`` when ``num_valid == 0``.
     """
-    if not 0.0 <= top_fraction <= 1.0:
-        raise ValueError(f"top_fraction must be in [0, 1], got {top_fraction}")
-    if num_valid <= 0 or top_fraction == 0.0:
+    if not 0.0 < top_fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    if num_valid <= 0:
         return 0
-    return min(num_valid, max(1, int(num_valid * top_fraction + 0.9999)))
+    return max(1, int(num_valid * top_fraction))
 
 
 @torch.no_grad()
@@ -60,7 +69,7 @@ def high_entropy_mask(entropy: torch.Tensor, response_mask: torch.Tensor, top_fr
 
     Edge cases:
 
-    * all positions masked (``n == 0``) or ``top_fraction == 0``: an all-false mask;
+    * all positions masked (``n == 0``): an all-false mask;
     * ``top_fraction == 1``: exactly ``response_mask``;
     * ties: tokens are ranked by descending entropy with a stable sort over the row-major
       flattened positions, so among equal entropies at the cut the earlier position (lower
@@ -70,7 +79,7 @@ def high_entropy_mask(entropy: torch.Tensor, response_mask: torch.Tensor, top_fr
     Args:
         entropy: per-token entropy, any shape (typically ``(batch, response_length)``).
         response_mask: same shape; nonzero/true marks a valid response token.
-        top_fraction: fraction of valid tokens to keep, in ``[0, 1]``.
+        top_fraction: fraction of valid tokens to keep, in ``(0, 1]``.
 
     Returns:
         ``torch.bool`` tensor of ``entropy``'s shape and device.
@@ -88,20 +97,6 @@ def high_entropy_mask(entropy: torch.Tensor, response_mask: torch.Tensor, top_fr
     return selected.reshape(entropy.shape)
 
 
-class _ClipConfig:
-    """The few fields :func:`verl.trainer.ppo.core_algos.compute_policy_loss_vanilla` reads."""
-
-    def __init__(self, clip_ratio_low: float, clip_ratio_high: float, clip_ratio_c: float, global_batch_info: dict):
-        self.clip_ratio = clip_ratio_low
-        self.clip_ratio_low = clip_ratio_low
-        self.clip_ratio_high = clip_ratio_high
-        self.clip_ratio_c = clip_ratio_c
-        self.global_batch_info = global_batch_info
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
-
 def high_entropy_policy_loss(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
@@ -111,60 +106,64 @@ def high_entropy_policy_loss(
     *,
     clip_ratio_low: float = 0.2,
     clip_ratio_high: float = 0.2,
-    clip_ratio_c: float = 3.0,
     loss_agg_mode: str = "token-mean",
+    selection: str = "micro_batch",
     **agg_kwargs: Any,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """PPO dual-clip policy loss on the selected (high-entropy) tokens only.
+    """The authors' 80/20 policy loss on the selected (high-entropy) tokens.
 
-    Per token, with ``r_t = exp(clamp(log_prob_t - old_log_prob_t, -20, 20))`` and advantage
-    ``A_t`` (verl's ``compute_policy_loss_vanilla``, which this function calls)::
+    Per token, with ``r_t = exp(log_prob_t - old_log_prob_t)`` and advantage ``A_t``::
 
-        L_t = max(-A_t r_t, -A_t clip(r_t, 1 - eps_low, 1 + eps_high))   if A_t >= 0
-        L_t = min(max(...as above...), -A_t * c)                          if A_t <  0
+        L_t = max(-A_t r_t, -A_t clip(r_t, 1 - eps_low, 1 + eps_high))
 
-    and the loss is ``agg_loss(L, M, loss_agg_mode, **agg_kwargs)`` with the selection mask
-    ``M = response_mask & token_mask``. For ``token-mean`` without global info this is
-    ``sum_{t in M} L_t / |M|``: the mean over the **selected** tokens, as in the authors'
-    code. Under verl's global-batch normalisation (``agg_kwargs`` = ``dp_size``,
-    ``batch_num_tokens``, ``global_batch_size``, ``loss_scale_factor``, passed through
-    unchanged) it is ``sum_{t in M} L_t / batch_num_tokens * dp_size``: to keep the authors'
-    normalisation the caller must count the selected tokens of the global mini-batch in
-    ``batch_num_tokens`` (and the sequences with a selected token in ``global_batch_size``
-    for the ``seq-mean-*`` modes); counting all response tokens instead scales the loss by
-    about ``top_fraction``.
+    (no dual clip). With ``M = response_mask & token_mask`` (``k = |M|`` of ``n`` valid tokens):
 
-    A micro-batch with no selected token gives a zero loss that still backpropagates (zero
-    gradients) instead of ``0/0``.
+    * ``selection="micro_batch"`` and ``token-mean``: ``agg_loss(L * M * n / k, response_mask)``.
+      Without global batch info that is ``sum_{t in M} L_t / k``, the mean over the selected
+      tokens; with verl's (``agg_kwargs``: ``dp_size``, ``batch_num_tokens``, ...) it is
+      ``sum_{t in M} L_t * (n / k) / batch_num_tokens * dp_size``, each micro-batch's selected mean
+      weighted by its share of the mini-batch's tokens (module docstring).
+    * otherwise: ``agg_loss(L, M, loss_agg_mode, **agg_kwargs)``. With ``selection="batch"`` the
+      trainer has made ``loss_mask`` the selection, so verl's counts are the selected ones.
+
+    A call with no selected token gives a zero loss that still backpropagates (zero gradients).
 
     Args:
         old_log_prob, log_prob, advantages, response_mask: ``(batch, response_length)``.
-        token_mask: same shape, the selection (e.g. :func:`high_entropy_mask` of pi_old's
-            entropy over the full batch, sliced to this micro-batch).
+        token_mask: same shape, the selection (:func:`high_entropy_mask` of this micro-batch's
+            current entropy, or the trainer's batch-wide mask sliced to it).
         clip_ratio_low, clip_ratio_high: ``eps_low``, ``eps_high``.
-        clip_ratio_c: dual-clip bound ``c`` for negative advantages (``> 1``).
         loss_agg_mode: any mode of verl's ``agg_loss``.
+        selection: ``micro_batch`` or ``batch`` (see above).
         **agg_kwargs: verl's global batch info for ``agg_loss``.
 
     Returns:
-        ``(loss, metrics)``; metrics: ``actor/pg_clipfrac``, ``actor/ppo_kl``,
-        ``actor/pg_clipfrac_lower`` (over the selected tokens, from verl), and
-        ``actor/high_entropy_token_frac`` (selected / valid tokens in this call).
+        ``(loss, metrics)``; metrics: ``actor/pg_clipfrac`` (share of the selected tokens whose
+        clipped term is the larger), ``actor/ppo_kl`` (mean ``old_log_prob - log_prob`` over the
+        valid tokens, as the authors log it), ``actor/high_entropy_token_frac`` (k / n).
     """
-    selected = response_mask.bool() & token_mask.bool()
-    config = _ClipConfig(clip_ratio_low, clip_ratio_high, clip_ratio_c, dict(agg_kwargs))
-    loss, metrics = compute_policy_loss_vanilla(
-        old_log_prob=old_log_prob,
-        log_prob=log_prob,
-        advantages=advantages,
-        response_mask=selected,
-        loss_agg_mode=loss_agg_mode,
-        config=config,  # type: ignore[arg-type]
-    )
-    n_selected = int(selected.sum().item())
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    valid = response_mask.bool()
+    selected = valid & token_mask.bool()
+    n_valid, n_selected = int(valid.sum()), int(selected.sum())
+    log_ratio = (log_prob - old_log_prob).masked_fill(~valid, 0.0)  # padding garbage must not leak
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_ratio_low, 1.0 + clip_ratio_high)
+    per_token = torch.maximum(unclipped, clipped).masked_fill(~selected, 0.0)
     if n_selected == 0:
-        # agg_loss would divide 0 by 0 without global info; keep the graph, zero gradients.
-        loss = log_prob.masked_fill(~selected, 0.0).sum()
-    n_valid = int(response_mask.bool().sum().item())
-    metrics["actor/high_entropy_token_frac"] = n_selected / n_valid if n_valid else 0.0
+        loss = per_token.sum()  # zero, with a graph and zero gradients
+    elif selection == "micro_batch" and loss_agg_mode == "token-mean":
+        loss = agg_loss(per_token * (n_valid / n_selected), valid, loss_agg_mode, **agg_kwargs)
+    else:
+        loss = agg_loss(per_token, selected, loss_agg_mode, **agg_kwargs)
+    with torch.no_grad():
+        clipfrac = (clipped > unclipped)[selected].float().mean().item() if n_selected else 0.0
+        ppo_kl = (-log_ratio)[valid].mean().item() if n_valid else 0.0
+    metrics = {
+        "actor/pg_clipfrac": clipfrac,
+        "actor/ppo_kl": ppo_kl,
+        "actor/high_entropy_token_frac": n_selected / n_valid if n_valid else 0.0,
+    }
     return loss, metrics

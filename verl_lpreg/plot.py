@@ -19,6 +19,7 @@ directory name, or wandb run name) or ``--labels``. One PNG per figure:
 
 =======================  =============================================================
 ``entropy.png``          policy entropy vs step
+``reward.png``           mean training reward (``critic/score/mean``) vs step
 ``val_<source>.png``     validation accuracy vs step, one per benchmark
 ``val_average.png``      mean over the benchmarks (steps where a run has all of them)
 ``spark_noise_freq.png`` spark / noise words per 1k sampled tokens vs step
@@ -56,6 +57,7 @@ from pathlib import Path
 # ---------------------------------------------------------------------------------------
 METRICS: dict[str, tuple[str, ...]] = {
     "entropy": ("actor/entropy", "lp_reg/entropy_mean"),
+    "reward": ("critic/score/mean",),
     "spark_per_1k": ("lp_reg/spark_per_1k",),
     "noise_per_1k": ("lp_reg/noise_per_1k",),
     "spark_prob_mean": ("lp_reg/spark_prob_mean",),
@@ -77,6 +79,7 @@ CSV_STEP_COLUMNS = ("_step", "Step", "step", "global_step", "trainer/global_step
 # (file stem, figure title, [(panel title, METRICS key, y label), ...])
 STEP_FIGURES: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
     ("entropy", "Policy entropy", (("entropy", "entropy", "entropy (nats)"),)),
+    ("reward", "Training reward", (("reward", "reward", "mean score of the sampled responses"),)),
     (
         "spark_noise_freq",
         "Sampled spark vs noise words",

@@ -6,11 +6,13 @@ This is the package's reward function (docs/method.md §5, §5b). verl 0.9.1 loa
 keywords ``data_source, solution_str, ground_truth, extra_info`` from an executor *thread*
 of a Ray actor.
 
-Scoring (same as the reference code): only the LAST ``\\boxed{...}`` (or ``\\fbox{...}``)
-of the response counts; no box scores 0; the boxed answer and the ground truth are compared
-symbolically by math-verify (``\\frac12`` = ``0.5``, ``x=3`` = ``3``, sets, intervals), never
-by string compare alone (an exactly identical string is accepted without calling math-verify,
-which is sound).
+Scoring: only the LAST ``\\boxed{...}`` (or ``\\fbox{...}``) of the response counts; no box
+scores 0; the boxed answer and the ground truth are compared symbolically by math-verify
+(``\\frac12`` = ``0.5``, ``x=3`` = ``3``, sets, intervals), never by string compare alone (an
+exactly identical string is accepted without calling math-verify, which is sound). As the
+reference code for ``\\boxed{...}``; it differs on purpose in three forms (docs/method.md §10):
+the reference (``prime_math`` via the DAPO reward manager) scores ``\\fbox{5}``, ``\\boxed 5``
+and ``\\boxed {5}`` as 0, we read the answer and score 1 when it is right.
 
 Why a worker pool: math-verify's own timeouts use ``signal.alarm``, which only works in the
 main thread; called from verl's executor thread they raise or silently score 0, and without
@@ -176,7 +178,8 @@ def last_boxed(text: str) -> str | None:
 
     Braces nest and escaped braces (``\\{``, ``\\}``) do not count. ``\\boxed 5`` (no brace)
     gives the following run of non-space characters, minus trailing ``$.,``. A last box that
-    is never closed (truncated response) gives None, as in the reference.
+    is never closed (truncated response) gives None, as in the reference (which reads neither
+    ``\\fbox`` nor a ``\\boxed`` without a brace right after it: see the module docstring).
     """
     if not text:
         return None

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Entropy-bonus baseline on Qwen3-14B-Base, off-policy: Table 1 of arXiv 2510.03222,
-# Qwen3-14B-Base block, row "Entropy loss (off-policy)": GRPO (clip 0.2 / 0.2) with an
-# entropy bonus of coefficient 0.002.
+# Entropy loss on Qwen3-14B-Base, off-policy: not in Table 1 of arXiv 2510.03222 (the paper has no
+# row "GRPO + entropy loss (off-policy)"); listed for completeness.
+# Entropy loss: GRPO (clip 0.2 / 0.2) minus 0.002 x the token-mean entropy of the
+# current policy in the loss.
 # Off-policy: mini-batches of 32 prompts, 8 updates per rollout step.
-# Shared settings and variables: ../common.sh. `--cfg job` prints the config.
+# 15 epochs (about 1,000 steps), as the paper.
+# Shared settings and variables (NNODES, GPUS_PER_NODE, TRAIN_FILE, VAL_FILES, CKPTS_DIR,
+# PROJECT_NAME, LOGGER, RAY_ADDRESS, ...): ../common.sh. `--cfg job` prints the config.
 set -euo pipefail
 
-EXP_NAME=${EXP_NAME:-entropy_bonus_qwen3_14b_offpolicy}
 MODEL_PATH=${MODEL_PATH:-${MODELS_DIR:-$HOME/models}/Qwen3-14B-Base}
+EXP_NAME=${EXP_NAME:-entropy_bonus_qwen3_14b_offpolicy}
 
 # shellcheck source-path=SCRIPTDIR source=../common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 lpreg_submit python3 -m verl_lpreg.main_ppo \
     "${LPREG_COMMON_ARGS[@]}" \
-    actor_rollout_ref.actor.entropy_coeff=0.002 \
-    actor_rollout_ref.actor.policy_loss.loss_mode=vanilla \
     actor_rollout_ref.actor.ppo_mini_batch_size=32 \
+    actor_rollout_ref.actor.policy_loss.loss_mode=vanilla \
     actor_rollout_ref.actor.clip_ratio_low=0.2 \
     actor_rollout_ref.actor.clip_ratio_high=0.2 \
+    actor_rollout_ref.actor.entropy_coeff=0.002 \
     "$@"

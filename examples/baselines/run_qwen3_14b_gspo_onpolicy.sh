@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# GSPO baseline on Qwen3-14B-Base, on-policy: Table 1 of arXiv 2510.03222, Qwen3-14B-Base
-# block, row "GSPO (on-policy)". verl's `gspo` loss with the settings of verl's GSPO recipes
+# GSPO on Qwen3-14B-Base, on-policy: not in Table 1 of arXiv 2510.03222 (the paper has no
+# row "GSPO (on-policy)"); listed for completeness.
+# GSPO: verl's `gspo` loss with the settings of verl's GSPO recipes
 # (recipe/gspo/test_gspo_3b_math.sh, test_gspo_qwen30b_a3b_ep.sh; GSPO paper Sec. 5.1):
 # sequence-level ratio clipped to [1 - 3e-4, 1 + 4e-4], seq-mean-token-mean aggregation.
-# On-policy the sequence ratio is 1 at every update: the clip barely acts.
-# Shared settings and variables: ../common.sh. `--cfg job` prints the config.
+# On-policy: the mini-batch is the whole 256-prompt batch, one update per rollout step.
+# On-policy the ratio is 1 at every update: the clip (or penalty) barely acts.
+# 15 epochs (about 1,000 steps), as the paper.
+# Shared settings and variables (NNODES, GPUS_PER_NODE, TRAIN_FILE, VAL_FILES, CKPTS_DIR,
+# PROJECT_NAME, LOGGER, RAY_ADDRESS, ...): ../common.sh. `--cfg job` prints the config.
 set -euo pipefail
 
 MODEL_PATH=${MODEL_PATH:-${MODELS_DIR:-$HOME/models}/Qwen3-14B-Base}
@@ -14,8 +18,8 @@ EXP_NAME=${EXP_NAME:-gspo_qwen3_14b_onpolicy}
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 lpreg_submit python3 -m verl_lpreg.main_ppo \
     "${LPREG_COMMON_ARGS[@]}" \
-    actor_rollout_ref.actor.policy_loss.loss_mode=gspo \
     actor_rollout_ref.actor.ppo_mini_batch_size=256 \
+    actor_rollout_ref.actor.policy_loss.loss_mode=gspo \
     actor_rollout_ref.actor.clip_ratio_low=3e-4 \
     actor_rollout_ref.actor.clip_ratio_high=4e-4 \
     actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean \

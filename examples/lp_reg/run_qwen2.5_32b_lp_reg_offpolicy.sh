@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Lp-Reg on Qwen2.5-32B (base), off-policy: Table 1 of arXiv 2510.03222, Qwen2.5-32B block,
-# row "Lp-Reg (off-policy)".
-# Off-policy: mini-batches of 32 prompts, 8 updates per rollout step; rho = 0.005 for this
-# model. vLLM at tensor parallel 2 (ROLLOUT_TP=1 gives the reference's setting).
+# Lp-Reg on Qwen2.5-32B-Base, off-policy: Table 1 of arXiv 2510.03222, Qwen2.5-32B-Base block,
+# row "Lp-Reg (off-policy)":
+# AIME24 37.71, AIME25 24.58, MATH-500 90.20, Minerva 40.81, Olympiad 59.70, average 50.60.
+# Lp-Reg: min-p proxy (kappa 0.02) of pi_old, rho = 0.005 of the negative-advantage tokens,
+# beta 1, clip 1.0 / 9.0 (docs/method.md §3-§4).
+# Off-policy: mini-batches of 32 prompts, 8 updates per rollout step.
+# The paper's 800 steps (TOTAL_STEPS). vLLM at tensor parallel 2: 32B weights leave too little KV
+# cache on one 80 GB GPU (ROLLOUT_TP=1 is the reference's setting).
 # Shared settings and variables (NNODES, GPUS_PER_NODE, TRAIN_FILE, VAL_FILES, CKPTS_DIR,
 # PROJECT_NAME, LOGGER, RAY_ADDRESS, ...): ../common.sh. `--cfg job` prints the config.
 set -euo pipefail
 
 MODEL_PATH=${MODEL_PATH:-${MODELS_DIR:-$HOME/models}/Qwen2.5-32B}
-ROLLOUT_TP=${ROLLOUT_TP:-2}
 EXP_NAME=${EXP_NAME:-lp_reg_qwen2.5_32b_offpolicy}
+ROLLOUT_TP=${ROLLOUT_TP:-2}
+TOTAL_STEPS=${TOTAL_STEPS:-800}
 
 # shellcheck source-path=SCRIPTDIR source=../common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 lpreg_submit python3 -m verl_lpreg.main_ppo \
     "${LPREG_COMMON_ARGS[@]}" \
-    actor_rollout_ref.actor.policy_loss.loss_mode=lp_reg \
     actor_rollout_ref.actor.ppo_mini_batch_size=32 \
+    trainer.total_training_steps="$TOTAL_STEPS" \
+    actor_rollout_ref.actor.policy_loss.loss_mode=lp_reg \
     actor_rollout_ref.actor.clip_ratio_low=1.0 \
     actor_rollout_ref.actor.clip_ratio_high=9.0 \
-    actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.005 \
     actor_rollout_ref.actor.policy_loss.lp_reg.proxy_mode=minp \
     actor_rollout_ref.actor.policy_loss.lp_reg.min_p=0.02 \
+    actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.005 \
     actor_rollout_ref.actor.policy_loss.lp_reg.kl_coef=1.0 \
     "$@"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Lp-Reg on Qwen3-14B-Base, on-policy: Table 1 of arXiv 2510.03222, Qwen3-14B-Base block,
-# row "Lp-Reg (on-policy)" (AIME24 50.83, AIME25 37.92, MATH-500 94.40, Minerva 49.26,
-# Olympiad 68.44, average 60.17).
+# row "Lp-Reg (on-policy)":
+# AIME24 50.83, AIME25 37.92, MATH-500 94.40, Minerva 49.26, Olympiad 68.44, average 60.17.
+# Lp-Reg: min-p proxy (kappa 0.02) of pi_old, rho = 0.01 of the negative-advantage tokens,
+# beta 1, clip 1.0 / 9.0 (docs/method.md §3-§4).
 # On-policy: the mini-batch is the whole 256-prompt batch, one update per rollout step.
+# 15 epochs (about 1,000 steps), as the paper.
 # Shared settings and variables (NNODES, GPUS_PER_NODE, TRAIN_FILE, VAL_FILES, CKPTS_DIR,
 # PROJECT_NAME, LOGGER, RAY_ADDRESS, ...): ../common.sh. `--cfg job` prints the config.
 set -euo pipefail
@@ -18,8 +21,8 @@ lpreg_submit python3 -m verl_lpreg.main_ppo \
     actor_rollout_ref.actor.policy_loss.loss_mode=lp_reg \
     actor_rollout_ref.actor.clip_ratio_low=1.0 \
     actor_rollout_ref.actor.clip_ratio_high=9.0 \
-    actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.01 \
     actor_rollout_ref.actor.policy_loss.lp_reg.proxy_mode=minp \
     actor_rollout_ref.actor.policy_loss.lp_reg.min_p=0.02 \
+    actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.01 \
     actor_rollout_ref.actor.policy_loss.lp_reg.kl_coef=1.0 \
     "$@"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
 from verl_lpreg.config import HighEntropyConfig, LpRegConfig, policy_loss_group
+from verl_lpreg.val_protocol import CONFIG_KEY as VALIDATION_KEY
+from verl_lpreg.val_protocol import ValidationProtocol
 
 #: Loss modes that read extra per-token inputs, computed by the Lp-Reg trainer and engine.
 EXTRA_INPUT_LOSS_MODES = ("lp_reg", "high_entropy")
@@ -12,6 +14,7 @@ EXTRA_INPUT_LOSS_MODES = ("lp_reg", "high_entropy")
 
 def check_config(config) -> None:
     """Validate the Lp-Reg keys of a composed trainer config; raise ``ValueError`` naming the key."""
+    ValidationProtocol.from_config(config.get(VALIDATION_KEY, None))
     actor = config.actor_rollout_ref.actor
     loss_mode = actor.policy_loss.get("loss_mode", "vanilla")
     if loss_mode not in POLICY_LOSS_REGISTRY:

@@ -138,22 +138,31 @@ def _target_log_prob(lp: LpRegConfig, log_prob: torch.Tensor, advantages: torch.
 def compute_policy_loss_high_entropy(
     old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
 ):
-    """Registered ``high_entropy`` loss (80/20 baseline): the clipped PPO loss on the batch's
-    top-``top_fraction`` entropy tokens only (mask computed once per batch by the trainer)."""
-    from verl_lpreg.high_entropy import high_entropy_policy_loss
+    """Registered ``high_entropy`` loss (80/20 baseline, :mod:`verl_lpreg.high_entropy`): the
+    authors' clipped PPO loss on the ``top_fraction`` highest-entropy tokens, ranked in this
+    micro-batch by the update forward's entropy (``selection=micro_batch``), or by the trainer's
+    batch-wide mask (``selection=batch``)."""
+    from verl_lpreg.config import HighEntropyConfig, policy_loss_group
+    from verl_lpreg.high_entropy import high_entropy_mask, high_entropy_policy_loss
 
     if rollout_is_weights is not None:
         raise ValueError("loss_mode=high_entropy does not support rollout correction weights")
+    he = policy_loss_group(config.policy_loss, "high_entropy", HighEntropyConfig)
+    if he.selection == "micro_batch":
+        entropy = _extra_input("entropy", log_prob, "high_entropy")
+        token_mask = high_entropy_mask(entropy, response_mask, he.top_fraction)
+    else:
+        token_mask = _extra_input(HIGH_ENTROPY_MASK_FIELD, log_prob, "high_entropy").bool()
     clip_low, clip_high = _clip_ratios(config)
     return high_entropy_policy_loss(
         old_log_prob,
         log_prob,
         advantages,
         response_mask,
-        _extra_input(HIGH_ENTROPY_MASK_FIELD, log_prob, "high_entropy").bool(),
+        token_mask,
         clip_ratio_low=clip_low,
         clip_ratio_high=clip_high,
-        clip_ratio_c=config.get("clip_ratio_c", 3.0),
         loss_agg_mode=loss_agg_mode,
+        selection=he.selection,
         **config.global_batch_info,
     )

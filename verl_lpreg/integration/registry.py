@@ -77,9 +77,17 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("lpreg_passthrough_chat_template", lambda: PASSTHROUGH_CHAT_TEMPLATE, replace=True)
 
 
+def register_agent_loop() -> None:
+    """Register the per-benchmark validation agent loop (:mod:`verl_lpreg.val_protocol`)."""
+    from verl_lpreg.val_protocol import register_agent_loop as register_validation_loop
+
+    register_validation_loop()
+
+
 def register_all() -> None:
     """Everything verl needs for ``loss_mode=lp_reg`` / ``high_entropy`` and ``trainer_mode=lp_reg``."""
     register_resolvers()
     register_losses()
     register_engine()
     register_trainer()
+    register_agent_loop()
