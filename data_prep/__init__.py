@@ -1,6 +1,6 @@
 """Build verl parquet files for Lp-Reg's training set and benchmarks (docs/method.md §4, §5, §5b).
 
-``python -m data_prep <dataset> --output FILE`` or ``python -m data_prep all --output-dir DIR``;
+``python -m verl_lpreg.data_prep <dataset> --output FILE`` or ``python -m verl_lpreg.data_prep all --output-dir DIR``;
 see ``data_prep/README.md``. :data:`DATASETS` maps the CLI names to their specs.
 """
 

@@ -9,7 +9,7 @@
 # and any hydra override can be appended on the command line; `--cfg job` prints the fully
 # resolved config and exits (this file adds hydra's `--resolve` for you).
 
-# ---- data: written by `python -m data_prep <dataset> --output <file.parquet>`
+# ---- data: written by `python -m verl_lpreg.data_prep <dataset> --output <file.parquet>`
 DATA_DIR=${DATA_DIR:-$HOME/data/lp_reg}
 TRAIN_FILE=${TRAIN_FILE:-$DATA_DIR/dapo_math_17k.parquet}
 # Space- or comma-separated paths, or a hydra list "[a,b]". Validation scores are

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from verl_lpreg.data_prep import DATASETS
+from verl_lpreg.data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, prepare
 
-from data_prep import DATASETS
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, prepare
 from verl_lpreg import evaluate
 from verl_lpreg.evaluate import PROTOCOL, main, render_prompt_text, results_table, row_template
 

@@ -72,6 +72,54 @@ def test_import_verl_registers_everything_and_nothing_of_the_cpu_harness():
     assert "OK" in out
 
 
+FIRST_IMPORTS = (
+    "verl_lpreg.config",
+    "verl_lpreg.loss",
+    "verl_lpreg.diagnostics",
+    "verl_lpreg.high_entropy",
+    "verl_lpreg.main_ppo",
+    "verl_lpreg.integration.checks",
+    "verl_lpreg.integration.engine",
+    "verl_lpreg.integration.losses",
+    "verl_lpreg.integration.trainer",
+)
+
+
+def test_registration_succeeds_whichever_module_is_imported_first():
+    """The first import of a verl-dependent module of ours imports verl, whose plugin loader then
+    registers verl-lpreg while that module is half imported: registration must not need it."""
+    check = """
+        import importlib, sys
+        importlib.import_module(sys.argv[1])
+        from verl_lpreg import plugin
+        from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+        from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+        assert plugin.REGISTRATION_ERROR is None, plugin.REGISTRATION_ERROR
+        assert "lp_reg" in POLICY_LOSS_REGISTRY and "lp_reg" in TRAINER_REGISTRY
+        print("OK")
+        """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VERL_PLATFORM", "VERL_ENGINE_"))}
+    env.pop("VERL_USE_EXTERNAL_MODULES", None)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    procs = {
+        module: subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(check), module],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for module in FIRST_IMPORTS
+    }
+    failed = {}
+    for module, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0 or "OK" not in out or "could not register" in err:
+            failed[module] = err[-2000:]
+    assert not failed, failed
+
+
 def test_product_modules_never_name_the_cpu_harness():
     product = [p for p in (REPO / "verl_lpreg").rglob("*.py") if "cpu" not in p.relative_to(REPO / "verl_lpreg").parts]
     offenders = [str(p) for p in product if "verl_lpreg.cpu" in p.read_text() or "from .cpu" in p.read_text()]
@@ -82,7 +130,7 @@ def test_trainer_is_verl_sync_trainer_whatever_the_configured_mode():
     """verl branches on ``self.trainer_mode`` (replay buffer, refill, step and checkpoint logic); the
     Lp-Reg trainer must read "sync" at every point, including verl's __init__ before any hook runs."""
     out = _python(
-        """
+        r"""
         import inspect
         import verl
         from verl.trainer.ppo.v1 import trainer_base
@@ -107,3 +155,34 @@ def test_trainer_is_verl_sync_trainer_whatever_the_configured_mode():
         """
     )
     assert "OK" in out
+
+
+def test_wheel_holds_only_verl_lpreg(tmp_path):
+    """``pip install verl-lpreg`` adds only ``verl_lpreg*`` top-level names; data_prep ships inside."""
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = tmp_path.glob("verl_lpreg-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {n.split("/")[0] for n in names}
+    assert {t for t in top_level if not t.startswith("verl_lpreg")} == set(), top_level
+    assert "verl_lpreg/data_prep/__main__.py" in names
+    assert "verl_lpreg/config/lp_reg_trainer.yaml" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "lp_reg = verl_lpreg.plugin" in zipfile.ZipFile(wheel).read(entry_points).decode()

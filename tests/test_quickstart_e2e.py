@@ -107,8 +107,8 @@ def test_resume_continues_at_step_4(quickstart_run):
     assert (out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
 
 
-def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(tmp_path):
-    _run(tmp_path, steps=2, LOSS_MODE="high_entropy")
+def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(quickstart_run, tmp_path):
+    _run(tmp_path, steps=2, LOSS_MODE="high_entropy", FROM_RUN=str(quickstart_run[0]))
     steps = _train_steps(_records(tmp_path / "metrics.jsonl"))
     assert sorted(steps) == [1, 2]
     for d in steps.values():
@@ -118,9 +118,14 @@ def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(tmp_path):
     assert any(d["actor/grad_norm"] > 0 for d in steps.values())
 
 
-def test_batch_wide_selection_through_the_trainer(tmp_path):
+def test_batch_wide_selection_through_the_trainer(quickstart_run, tmp_path):
     """lp_reg.selection=batch: the trainer picks the rho-quantile over the whole batch each step."""
-    _run(tmp_path, steps=2, overrides=("actor_rollout_ref.actor.policy_loss.lp_reg.selection=batch",))
+    _run(
+        tmp_path,
+        steps=2,
+        overrides=("actor_rollout_ref.actor.policy_loss.lp_reg.selection=batch",),
+        FROM_RUN=str(quickstart_run[0]),
+    )
     steps = _train_steps(_records(tmp_path / "metrics.jsonl"))
     assert sorted(steps) == [1, 2]
     for d in steps.values():

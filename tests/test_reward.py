@@ -98,9 +98,9 @@ def test_values_are_scalars_or_strings_and_bad_inputs_never_raise():
 
 
 def test_multi_answer_encoding_is_one_implementation_and_refuses_empty_answers():
-    import data_prep.core
+    from verl_lpreg.data_prep import core as data_prep_core
 
-    assert data_prep.core.MULTI_ANSWER_SEP is reward.MULTI_ANSWER_SEP
+    assert data_prep_core.MULTI_ANSWER_SEP is reward.MULTI_ANSWER_SEP
     assert reward.split_multi_answer(reward.encode_multi_answer(["(1,2)", "x=3"])) == ["(1,2)", "x=3"]
     assert reward.encode_multi_answer([3, " 5 "]) == "3 ||| 5"  # numbers are text, whitespace stripped
     assert reward.split_multi_answer("7") == ["7"]

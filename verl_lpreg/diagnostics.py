@@ -65,6 +65,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from verl.base_config import BaseConfig
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ def _check_words(key: str, value: Any) -> tuple[str, ...]:
     return words
 
 
-@dataclasses.dataclass(frozen=True)
-class DiagnosticsConfig:
+@dataclasses.dataclass(unsafe_hash=True)  # BaseConfig freezes every field: safe to hash
+class DiagnosticsConfig(BaseConfig):
     """Settings of the Lp-Reg diagnostics (hydra root key ``lp_reg_diagnostics``).
 
     Attributes:
@@ -179,7 +180,7 @@ class DiagnosticsConfig:
 
     @classmethod
     def allowed_keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "_target_")
 
     @classmethod
     def from_config(cls, cfg: Any = None) -> DiagnosticsConfig:
@@ -202,6 +203,7 @@ class DiagnosticsConfig:
         if not isinstance(cfg, Mapping):
             raise ValueError(f"{CONFIG_KEY} must be a mapping of settings; got {type(cfg).__name__}")
         allowed = cls.allowed_keys()
+        cfg = {k: v for k, v in cfg.items() if k != "_target_"}
         unknown = sorted(str(k) for k in cfg if k not in allowed)
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in {CONFIG_KEY}; allowed keys: {', '.join(allowed)}")

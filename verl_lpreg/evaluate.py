@@ -7,7 +7,7 @@ ours::
         --output-dir gen/ [--backend vllm|hf] [--max-new-tokens 8192] [--limit N]
     python -m verl_lpreg.evaluate score --responses gen/*.parquet --output results/
 
-``generate`` reads benchmark files written by ``python -m data_prep`` and samples with
+``generate`` reads benchmark files written by ``python -m verl_lpreg.data_prep`` and samples with
 :data:`PROTOCOL`: AIME24/AIME25 16 samples at temperature 0.6, top_p 1.0 (avg@16, and
 pass@16); MATH-500, Minerva and OlympiadBench one greedy sample; at most 8,192 new tokens.
 The prompt is rendered exactly as in training: ``r1`` rows through the pass-through chat
@@ -41,8 +41,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, R1_PREFIX, looks_like_path
 from verl_lpreg.atomic_io import OutputPathError, check_output_dir, write_atomic
+from verl_lpreg.data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, R1_PREFIX, looks_like_path
 
 __all__ = ["PROTOCOL", "SamplingSpec", "generate", "left_pad", "main", "render_prompt_text", "resolve_model", "score"]
 

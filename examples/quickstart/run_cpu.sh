@@ -20,7 +20,9 @@
 #
 # Env: STEPS (20), OUT_DIR (./outputs/quickstart), PYTHON (default: .venv's, set up on first use), LOSS_MODE (lp_reg; vanilla =
 # plain GRPO), LR (5e-4), BATCH (32 prompts/step), N (8 samples/prompt), MICRO_BATCH (32 sequences),
-# WARMUP_STEPS (300), TEST_FREQ (5), SAVE_FREQ (10), NEG_FRACTION (0.02, rho), SEED (0), RMPAD (false).
+# WARMUP_STEPS (300), TEST_FREQ (5), SAVE_FREQ (10), NEG_FRACTION (0.02, rho), SEED (0), RMPAD (false),
+# FROM_RUN (the OUT_DIR of an earlier run: start from its warmed-up model and data, linked, instead of
+# building and warming up new ones; the same SEED and WARMUP_STEPS give the same model anyway).
 # rho is 0.02 rather than the paper's 0.01 because the reference takes the rho-quantile per
 # micro-batch and applies Lp-Reg only when k = int(rho * n_negative_tokens) > 1: a 32-sequence
 # micro-batch of this task has ~400 negative tokens.
@@ -119,7 +121,15 @@ echo "[0/4] checking the trainer config"
 lpreg_quickstart_check "${ARGS[@]}" "$@"
 
 trap 'echo; echo "[interrupted] during the preparation; run the same command again to start over" >&2; exit 130' INT TERM HUP
-if [[ -z "$resume_step" ]]; then
+if [[ -n "$resume_step" ]]; then
+  echo "[1-3/4] resuming from $CKPT_DIR/global_step_$resume_step (model and data kept)"
+elif [[ -n "${FROM_RUN:-}" ]]; then
+  [[ -f "$FROM_RUN/model/model.safetensors" && -f "$FROM_RUN/data/train.parquet" ]] ||
+    { echo "FROM_RUN=$FROM_RUN holds no warmed-up model/ and data/ of a quick-start run" >&2; exit 2; }
+  echo "[1-3/4] model and data of $FROM_RUN"
+  ln -sfn "$(cd "$FROM_RUN/model" && pwd)" "$MODEL_DIR"
+  ln -sfn "$(cd "$FROM_RUN/data" && pwd)" "$DATA_DIR"
+else
   echo "[1/4] tiny model + tokenizer -> $MODEL_DIR"
   PYTHONWARNINGS=ignore "$PYTHON" -c "from verl_lpreg.cpu.tiny_model import build_tiny_model as b; print('[model]', b('$MODEL_DIR', seed=$SEED))" \
     2>"$OUT_DIR/build_model.log" || { cat "$OUT_DIR/build_model.log" >&2; exit 1; }
@@ -129,8 +139,6 @@ if [[ -z "$resume_step" ]]; then
   "$PYTHON" "$HERE/warmup_sft.py" --model "$MODEL_DIR" --data "$DATA_DIR/sft.jsonl" --steps "$WARMUP_STEPS" \
     --seed "$SEED" 2>&1 | grep -v -e "Loading weights" -e "Writing model shards" -e "torch_dtype" || true
   [[ -f "$MODEL_DIR/model.safetensors" ]] || { echo "warm-up failed" >&2; exit 1; }
-else
-  echo "[1-3/4] resuming from $CKPT_DIR/global_step_$resume_step (model and data kept)"
 fi
 trap - INT TERM HUP
 t_prep=$(date +%s)

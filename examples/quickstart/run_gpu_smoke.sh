@@ -5,7 +5,7 @@
 #
 #   MODEL_PATH=/models/Qwen2.5-0.5B bash examples/quickstart/run_gpu_smoke.sh
 #
-# Data: DATA_DIR (default $HOME/data/lp_reg) holds what `python -m data_prep all` writes; when
+# Data: DATA_DIR (default $HOME/data/lp_reg) holds what `python -m verl_lpreg.data_prep all` writes; when
 # dapo_math_17k.parquet / math500.parquet are missing they are built there from the Hub
 # (data_prep, needs hub access). Only TRAIN_SAMPLES / VAL_SAMPLES rows are used.
 # Needs the `gpu` extra (pip install -e ".[gpu]": verl[vllm]). Extra arguments go to main_ppo
@@ -99,7 +99,7 @@ for dataset in dapo-math-17k math500; do
   file="$DATA_DIR/${dataset//-/_}.parquet"
   if [[ ! -f "$file" ]]; then
     echo "[data] $file missing: building it with data_prep"
-    (cd "$REPO" && "$PYTHON" -m data_prep "$dataset" --output "$file")
+    (cd "$REPO" && "$PYTHON" -m verl_lpreg.data_prep "$dataset" --output "$file")
   fi
 done
 if [[ -f "$CKPT_DIR/latest_checkpointed_iteration.txt" ]]; then

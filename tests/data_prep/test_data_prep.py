@@ -10,11 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-import data_prep
-from data_prep import DATASETS
-from data_prep.__main__ import main
-from data_prep.core import (
+from verl_lpreg.data_prep import DATASETS
+from verl_lpreg.data_prep.__main__ import main
+from verl_lpreg.data_prep.core import (
     BOXED_INSTRUCTION,
     DATA_SOURCES,
     PASSTHROUGH_CHAT_TEMPLATE,
@@ -23,7 +21,9 @@ from data_prep.core import (
     DataPrepError,
     prepare,
 )
-from data_prep.dapo_math import DAPO_PREFIX, DAPO_SUFFIX
+from verl_lpreg.data_prep.dapo_math import DAPO_PREFIX, DAPO_SUFFIX
+
+from verl_lpreg import data_prep
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data_prep"
 REPO = Path(__file__).resolve().parents[2]
@@ -260,13 +260,14 @@ def test_cli_errors_name_the_problem_and_exit_nonzero(tmp_path, capsys, argv, me
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_cli_end_to_end_prints_the_row_count(tmp_path):
+@pytest.mark.parametrize("module", ["verl_lpreg.data_prep", "data_prep"])  # installed; in a clone
+def test_cli_end_to_end_prints_the_row_count(tmp_path, module):
     out = tmp_path / "m.parquet"
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "data_prep",
+            module,
             "math500",
             "--source",
             str(FIXTURES / "math500.jsonl"),

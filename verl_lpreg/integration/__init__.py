@@ -7,5 +7,8 @@
 * :mod:`~verl_lpreg.integration.checks`: start-up checks of a composed config;
 * :mod:`~verl_lpreg.integration.registry`: the registration itself.
 
-Importing a submodule imports verl's engine or trainer code; this ``__init__`` imports nothing.
+Importing a submodule imports verl's engine or trainer code. This ``__init__`` imports verl first,
+so that the registration that ``import verl`` runs never meets one of these modules half imported.
 """
+
+import verl  # noqa: F401
