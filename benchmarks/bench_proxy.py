@@ -49,8 +49,20 @@ def reference_proxy(logits: torch.Tensor, token_ids: torch.Tensor, min_p: float 
 IMPLEMENTATIONS = {"reference": reference_proxy, "verl_lpreg": min_p_proxy_log_prob}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Peak memory bandwidth (GB/s) of the usual training GPUs, by a substring of the device name.
-PEAK_GBPS = {"H200": 4800, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350, "H800": 3350, "H20": 4000,
-             "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935, "A100": 1555, "A800": 2039, "L40S": 864, "L4": 300}
+PEAK_GBPS = {
+    "H200": 4800,
+    "H100 NVL": 3900,
+    "H100 PCIe": 2000,
+    "H100": 3350,
+    "H800": 3350,
+    "H20": 4000,
+    "A100-SXM4-80GB": 2039,
+    "A100 80GB PCIe": 1935,
+    "A100": 1555,
+    "A800": 2039,
+    "L40S": 864,
+    "L4": 300,
+}
 
 
 def peak_memory_bandwidth(device: int = 0) -> tuple[float, str]:

@@ -55,12 +55,13 @@ class Size:
     response_len: int
     tokens_per_micro_batch: int
     bench_rows: int
+    neg_fraction: float  # rho: the paper's 0.01, larger at the tiny size so that some tokens are regularised
 
 
 # Qwen3-0.6B's shape (0.6B parameters, 0.44B without the embedding), random weights.
-FULL = Size(1024, 28, 16, 8, 128, 3072, 151_936, True, 8, 512, 8192, 30_720, 30_720)
+FULL = Size(1024, 28, 16, 8, 128, 3072, 151_936, True, 8, 512, 8192, 30_720, 30_720, 0.01)
 # CPU, seconds: the same code paths at a tiny size.
-DRY_RUN = Size(32, 2, 4, 2, 8, 64, 512, True, 8, 16, 48, 128, 256)
+DRY_RUN = Size(32, 2, 4, 2, 8, 64, 512, True, 8, 16, 48, 128, 256, 0.2)
 
 
 def _free_port() -> int:
@@ -155,6 +156,7 @@ def compose_config(model_path: str, size: Size, device: str, *overrides):
                 f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={size.tokens_per_micro_batch}",
                 f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={size.tokens_per_micro_batch}",
                 f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
+                f"actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction={size.neg_fraction}",
                 *overrides,
             ],
         )
@@ -165,11 +167,11 @@ def rollout_batch(size: Size, seed: int = 0):
 
     gen = torch.Generator().manual_seed(seed)
     rows = []
-    for _ in range(size.samples):
-        prompt = torch.randint(3, size.vocab_size, (size.prompt_len,), generator=gen)
-        response = torch.randint(3, size.vocab_size, (size.response_len,), generator=gen)
+    for i in range(size.samples):  # unequal lengths, as rollouts are (and as verl's jagged layout expects)
+        prompt = torch.randint(3, size.vocab_size, (size.prompt_len - i,), generator=gen)
+        response = torch.randint(3, size.vocab_size, (size.response_len - 2 * i,), generator=gen)
         input_ids = torch.cat([prompt, response])
-        ones = torch.ones(size.response_len, dtype=torch.int64)
+        ones = torch.ones(len(response), dtype=torch.int64)
         rows.append(
             {
                 "prompts": prompt,
@@ -237,13 +239,13 @@ def engine_checks(model_path: str, size: Size, device: str) -> dict:
             proxy = proxy_fields(output)[PROXY_FIELD]
             results[name]["nan"] |= _has_nan(proxy)
             old = response_from_nested(output["log_probs"], batch["response_mask"])
-    results["micro_batches"] = math.ceil(size.samples * (size.prompt_len + size.response_len) / size.tokens_per_micro_batch)
+    results["tokens"] = int(batch["input_ids"].offsets()[-1])
 
     def update(loss_mode: str):
         data = batch.clone()
         data["old_log_probs"] = old
         gen = torch.Generator().manual_seed(1)
-        advantages = [torch.full((size.response_len,), float(torch.randn((), generator=gen))) for _ in range(size.samples)]
+        advantages = [torch.full((len(r),), float(torch.randn((), generator=gen))) for r in batch["responses"].unbind()]
         data["advantages"] = torch.nested.as_nested_tensor(advantages, layout=torch.jagged)
         data[PROXY_FIELD] = proxy
         tu.assign_non_tensor(
@@ -267,6 +269,8 @@ def engine_checks(model_path: str, size: Size, device: str) -> dict:
             "peak_gib": peak,
             "nan": any(_has_nan(v) for v in metrics.values() if isinstance(v, float | list)),
             "loss": metrics.get("loss"),
+            # per micro-batch counts (verl averages them over dp ranks: one rank here)
+            "regularised_tokens": float(sum(metrics["lp_reg/reg_count"])) if loss_mode == "lp_reg" else 0.0,
         }
     results["proxy_slice"] = proxy_slice_check(model_path, batch, proxy, device)
     return results
@@ -345,16 +349,22 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     return [
         ("device", report["device"]),
         ("CUDA-marked tests", report["cuda_tests"]["summary"] if report["cuda_tests"] else "skipped (dry run)"),
-        ("model", f"Qwen3-shaped, {report['parameters'] / 1e9:.2f}B parameters, vocab {report['size']['vocab_size']}"),
-        ("batch", f"{report['size']['samples']} x ({report['size']['prompt_len']} + {report['size']['response_len']}) "
-                  f"tokens, {report['size']['tokens_per_micro_batch']} per micro-batch"),
+        ("model", f"Qwen3-shaped, {report['parameters'] / 1e6:.1f}M parameters, vocab {report['size']['vocab_size']}"),
+        (
+            "batch",
+            f"{report['size']['samples']} x ({report['size']['prompt_len']} + {report['size']['response_len']}) "
+            f"tokens, {report['size']['tokens_per_micro_batch']} per micro-batch",
+        ),
         ("proxy", f"{bench['ms']:.1f} ms, {bench['gb_per_s']:.0f} GB/s{pct}{syncs}"),
         ("old log-prob time Lp-Reg / vanilla", ratio("old_log_prob_lp_reg", "old_log_prob")),
         ("update time Lp-Reg / vanilla", ratio("update_lp_reg", "update_vanilla")),
         ("peak memory old log-prob vanilla / Lp-Reg", f"{gib('old_log_prob')} / {gib('old_log_prob_lp_reg')}"),
         ("peak memory update vanilla / Lp-Reg", f"{gib('update_vanilla')} / {gib('update_lp_reg')}"),
         ("proxy vs reference on a slice (max abs, kept)", f"{slice_check['max_abs_diff_vs_reference']:.1e}"),
-        ("engine vs plain forward, kept/removed agree", f"{100 * slice_check['kept_decision_agreement_with_engine']:.1f}%"),
+        (
+            "engine vs plain forward, kept/removed agree",
+            f"{100 * slice_check['kept_decision_agreement_with_engine']:.1f}%",
+        ),
         ("any NaN", str(any_nan)),
     ]
 

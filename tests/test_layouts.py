@@ -17,12 +17,14 @@ single-process forward of the same model on the same sequences (1e-5 in fp32); `
 loss and gradients (one SGD step at lr 1: the parameter change is minus the gradient) equal the
 single rank's where the selection does not depend on how tokens are split into micro-batches
 (``selection=batch``; ``selection=micro_batch`` with rho 1); the padding sample (negative
-advantage, proxy above the policy, even marked as a candidate) changes neither.
+advantage, proxy above the policy, even marked as a candidate) changes neither. Under SP the
+logits of CPU runs are not a single process's (verl's Ulysses needs flash attention, see the
+xfail below), so there the test checks what our wiring does: every rank's proxy slice, recorded
+where the engine computes it, lands on its own token next to that token's log-prob.
 """
 
 import os
 import socket
-import sys
 from functools import partial
 
 import pytest
@@ -66,9 +68,7 @@ def build_model(path):
 
     from verl_lpreg.tiny_model import build_tiny_model
 
-    build_tiny_model(
-        path, architecture="qwen3", vocab_size=VOCAB, hidden_size=32, num_layers=2, head_dim=16, seed=0
-    )
+    build_tiny_model(path, architecture="qwen3", vocab_size=VOCAB, hidden_size=32, num_layers=2, head_dim=16, seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 20.0)
     model.config.tie_word_embeddings = False
@@ -145,17 +145,23 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
-    import verl_lpreg.cpu  # noqa: F401  (CPU platform, gloo)
+    import verl_lpreg.cpu  # noqa: F401  (CPU platform, gloo): before verl's engine code resolves the platform
 
+    sp = LAYOUTS[layout][1]
     from verl.utils import tensordict_utils as tu
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.engine_workers import ActorRolloutRefWorker
     from verl.workers.utils.padding import response_from_nested
 
     from verl_lpreg.config import LpRegConfig
-    from verl_lpreg.verl_integration import CANDIDATES_FIELD, PROXY_FIELD, extended_ppo_loss, proxy_request
+    from verl_lpreg.verl_integration import (
+        CANDIDATES_FIELD,
+        PROXY_FIELD,
+        extended_ppo_loss,
+        proxy_fields,
+        proxy_request,
+    )
 
-    _, sp, dynamic, _, dtype = LAYOUTS[layout]
     cfg = compose_config(model_path, layout)
     worker = ActorRolloutRefWorker(config=cfg.actor_rollout_ref, role="actor")
     worker.init_model()
@@ -177,16 +183,18 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
     result = {"layout": layout, "rank": rank, "local": (local.start, local.stop)}
     if output is not None:  # SP: only the first rank of the group returns outputs
         output["response_mask"] = batch["response_mask"]
-        from verl_lpreg.verl_integration import proxy_fields
-
         result["proxy"] = [t.clone() for t in proxy_fields(output)[PROXY_FIELD].unbind()]
-        result["log_probs"] = [t.clone() for t in response_from_nested(output["log_probs"], batch["response_mask"]).unbind()]
+        result["log_probs"] = [
+            t.clone() for t in response_from_nested(output["log_probs"], batch["response_mask"]).unbind()
+        ]
     result["calls"] = calls
 
     params = list(worker.actor.engine.module.parameters())
     start = [p.detach().to_local().clone() if hasattr(p, "to_local") else p.detach().clone() for p in params]
     names = [name for name, _ in worker.actor.engine.module.named_parameters()]
-    for variant, extra in LOSS_VARIANTS.items():
+    # SP on CPU computes other logits than one process (see test_sp2_logits_equal_a_single_process_forward):
+    # its update cannot be compared with the single rank's here, so it is not run.
+    for variant, extra in LOSS_VARIANTS.items() if sp == 1 else ():
         train = batch.clone()
         for key in ("old_log_probs", "advantages", PROXY_FIELD, CANDIDATES_FIELD):
             train[key] = torch.nested.as_nested_tensor(list(inputs[key][local]), layout=torch.jagged)
@@ -200,8 +208,12 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
             dataloader_kwargs={"shuffle": False},
             temperature=1.0,
         )
-        actor_cfg = compose_config(model_path, layout, *(f"actor_rollout_ref.actor.policy_loss.lp_reg.{o}" for o in extra))
-        worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(actor_cfg.actor_rollout_ref.actor)))
+        actor_cfg = compose_config(
+            model_path, layout, *(f"actor_rollout_ref.actor.policy_loss.lp_reg.{o}" for o in extra)
+        )
+        worker.set_loss_fn(
+            partial(extended_ppo_loss, config=omega_conf_to_dataclass(actor_cfg.actor_rollout_ref.actor))
+        )
         update = worker.update_actor(train)  # None on the ranks of an SP group that return nothing
         worker_metrics = None if update is None else {k: update["metrics"][k] for k in ("loss", "grad_norm")}
         # SGD at lr 1 without weight decay or clipping: the change of each parameter is -gradient.
@@ -312,7 +324,9 @@ def reference(model_path):
 
     rows = real_rows(model_path)
     logits = hf_response_logits(model_path, rows)
-    old = [torch.log_softmax(z, -1).gather(-1, r["responses"][:, None])[:, 0] for z, r in zip(logits, rows, strict=True)]
+    old = [
+        torch.log_softmax(z, -1).gather(-1, r["responses"][:, None])[:, 0] for z, r in zip(logits, rows, strict=True)
+    ]
     proxy = [min_p_proxy_log_prob(z, r["responses"], MIN_P) for z, r in zip(logits, rows, strict=True)]
     advantages = [torch.full((resp_len,), adv) for _, resp_len, adv in SAMPLES]
     width = max(len(o) for o in old)
@@ -320,8 +334,14 @@ def reference(model_path):
     valid = pad([torch.ones(len(o)) for o in old]).bool()
     chosen = select_candidates(pad(old), pad(advantages), valid, 0.3, 0.0)
     candidates = [chosen[i, : len(o)].float() for i, o in enumerate(old)]
-    return {"rows": rows, "logits": logits, "old_log_probs": old, "proxy": proxy, "advantages": advantages,
-            "candidates": candidates}
+    return {
+        "rows": rows,
+        "logits": logits,
+        "old_log_probs": old,
+        "proxy": proxy,
+        "advantages": advantages,
+        "candidates": candidates,
+    }
 
 
 def layout_inputs(reference, layout):
@@ -356,7 +376,9 @@ def run_layout(layout, model_path, reference, tmp_path_factory):
         world = LAYOUTS[layout][0]
         inputs = layout_inputs(reference, layout)
         mp.spawn(_rank_main, args=(world, _free_port(), layout, model_path, inputs, out_dir), nprocs=world, join=True)
-        _RESULTS[layout] = [torch.load(os.path.join(out_dir, f"{layout}_rank{r}.pt"), weights_only=False) for r in range(world)]
+        _RESULTS[layout] = [
+            torch.load(os.path.join(out_dir, f"{layout}_rank{r}.pt"), weights_only=False) for r in range(world)
+        ]
     return _RESULTS[layout]
 
 
