@@ -349,7 +349,7 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     return [
         ("device", report["device"]),
         ("CUDA-marked tests", report["cuda_tests"]["summary"] if report["cuda_tests"] else "skipped (dry run)"),
-        ("model", f"Qwen3-shaped, {report['parameters'] / 1e6:.1f}M parameters, vocab {report['size']['vocab_size']}"),
+        ("model", f"Qwen3-shaped, {report['parameters']:,} parameters, vocab {report['size']['vocab_size']}"),
         (
             "batch",
             f"{report['size']['samples']} x ({report['size']['prompt_len']} + {report['size']['response_len']}) "
