@@ -4,7 +4,7 @@
     python benchmarks/bench_diagnostics.py --batch 256 --length 4096 --repeat 5
 
 The paper's step is 256 prompts x 8 responses = 2048 responses of up to 8192 tokens
-(SPEC §4), i.e. a padded ``[2048, 8192]`` batch (16.8M positions). The synthetic batch:
+(docs/method.md §4), i.e. a padded ``[2048, 8192]`` batch (16.8M positions). The synthetic batch:
 response lengths uniform in [256, R] (about half the positions valid, like a real padded
 batch), token ids uniform over a 151,643-token vocabulary (Qwen2.5's size) with about 1%
 spark/noise ids sprinkled in, log-probs with about 15% of the tokens below p = 0.1,

@@ -1,4 +1,4 @@
-"""min_p_proxy_log_prob against the reference's way of computing the proxy (SPEC §2).
+"""min_p_proxy_log_prob against the reference's way of computing the proxy (docs/method.md §2).
 
 Both run in one invocation on the same logits. Each implementation runs in a fresh spawned
 process: its first call gives the peak extra memory (``ru_maxrss`` after the logits exist and

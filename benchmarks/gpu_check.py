@@ -4,7 +4,7 @@ Needs torch with CUDA and what ``scripts/setup_env.sh`` installs: no vLLM, no ne
 
 1. the test suite's CUDA-marked tests (``pytest -m cuda``);
 2. a randomly initialised Qwen3-shaped model of about 0.5B parameters (Qwen3-0.6B's shape) at
-   vocabulary 151,936, built locally (``verl_lpreg.tiny_model``);
+   vocabulary 151,936, built locally (``verl_lpreg.cpu.tiny_model``);
 3. verl's engine worker (``ActorRolloutRefWorker``, FSDP2, one rank) in bf16 with remove-padding and
    dynamic batch size at 30,720 tokens per micro-batch and 8k-token responses: ``compute_log_prob``
    without and with the proxy, ``update_actor`` with ``vanilla`` and ``lp_reg``: time and peak memory;
@@ -98,7 +98,7 @@ def run_cuda_tests() -> dict:
 
 
 def build_model(path: str, size: Size) -> str:
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     return build_tiny_model(
         path,
@@ -214,7 +214,9 @@ def engine_checks(model_path: str, size: Size, device: str) -> dict:
     from verl.workers.utils.padding import response_from_nested
 
     from verl_lpreg.config import LpRegConfig
-    from verl_lpreg.verl_integration import PROXY_FIELD, extended_ppo_loss, proxy_fields, proxy_request
+    from verl_lpreg.integration.engine import proxy_request
+    from verl_lpreg.integration.losses import extended_ppo_loss
+    from verl_lpreg.names import PROXY_FIELD
 
     cfg = compose_config(model_path, size, device)
     worker = ActorRolloutRefWorker(config=cfg.actor_rollout_ref, role="actor")
@@ -234,9 +236,8 @@ def engine_checks(model_path: str, size: Size, device: str) -> dict:
     for name, with_proxy in (("old_log_prob", False), ("old_log_prob_lp_reg", True)):
         output, seconds, peak = timed(device, old_log_prob, with_proxy)
         results[name] = {"seconds": seconds, "peak_gib": peak, "nan": _has_nan(output["log_probs"])}
-        if with_proxy:
-            output["response_mask"] = batch["response_mask"]
-            proxy = proxy_fields(output)[PROXY_FIELD]
+        if with_proxy:  # the proxy stays in the engine's full-sequence layout, as the trainer passes it on
+            proxy = output[PROXY_FIELD]
             results[name]["nan"] |= _has_nan(proxy)
             old = response_from_nested(output["log_probs"], batch["response_mask"])
     results["tokens"] = int(batch["input_ids"].offsets()[-1])
@@ -272,7 +273,9 @@ def engine_checks(model_path: str, size: Size, device: str) -> dict:
             # per micro-batch counts (verl averages them over dp ranks: one rank here)
             "regularised_tokens": float(sum(metrics["lp_reg/reg_count"])) if loss_mode == "lp_reg" else 0.0,
         }
-    results["proxy_slice"] = proxy_slice_check(model_path, batch, proxy, device)
+    results["proxy_slice"] = proxy_slice_check(
+        model_path, batch, response_from_nested(proxy, batch["response_mask"]), device
+    )
     return results
 
 

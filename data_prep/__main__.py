@@ -1,7 +1,7 @@
 """Command line of data_prep (see ``data_prep/README.md``).
 
-    python -m data_prep <dataset> --output FILE [--source ID_OR_FILE] [--limit N] [--template r1|chat]
-    python -m data_prep all --output-dir DIR [--limit N] [--template r1|chat]
+    python -m verl_lpreg.data_prep <dataset> --output FILE [--source ID_OR_FILE] [--limit N] [--template r1|chat]
+    python -m verl_lpreg.data_prep all --output-dir DIR [--limit N] [--template r1|chat]
 
 Exit status 0 on success, 2 on a usage or data error (message on stderr, no file written),
 1 if ``all`` failed for some datasets (the others are written).
@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from data_prep import DATASETS
-from data_prep.core import TEMPLATES, DataPrepError, prepare
+from . import DATASETS
+from .core import TEMPLATES, DataPrepError, prepare
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m data_prep",
+        prog="python -m verl_lpreg.data_prep",
         description="Write verl parquet files for DAPO-Math-17k and the Lp-Reg benchmarks.",
     )
     p.add_argument("dataset", help=f"one of: {', '.join(DATASETS)}, or 'all'")

@@ -1,11 +1,11 @@
-"""AIME 2024 (30 problems; SPEC §5, §5b): ``HuggingFaceH4/aime_2024``, split ``train``.
+"""AIME 2024 (30 problems; docs/method.md §5, §5b): ``HuggingFaceH4/aime_2024``, split ``train``.
 
 Columns used: ``problem``, ``answer``, ``id`` (kept as ``extra_info.source_id``); ``url`` and
 ``year`` go into ``metadata`` where present. Alternative sources with ``question`` instead of
 ``problem`` work too.
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 
 def convert(row: dict, config) -> Example:

@@ -1,4 +1,4 @@
-"""AIME 2025 (30 problems, parts I and II; SPEC §5, §5b).
+"""AIME 2025 (30 problems, parts I and II; docs/method.md §5, §5b).
 
 Default ``math-ai/aime25`` (split ``test``: ``problem``, ``answer``, ``id``). Known
 alternatives: ``opencompass/AIME2025``, whose two halves are separate configs
@@ -7,7 +7,7 @@ in that order, and ``metadata.part`` says which half a row came from -- and
 ``yentinglin/aime_2025`` (split ``train``).
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 _PARTS = {"AIME2025-I": "I", "AIME2025-II": "II"}
 

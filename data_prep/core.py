@@ -1,7 +1,7 @@
 """Shared machinery of ``python -m data_prep``: read a source, build verl rows, write parquet.
 
 Each dataset module (``dapo_math``, ``aime24``, ...) declares a :class:`DatasetSpec`: where
-the data lives on the Hub (SPEC §5b), which columns it needs, and how one source row becomes
+the data lives on the Hub (docs/method.md §5b), which columns it needs, and how one source row becomes
 an :class:`Example` (problem text, ground truth, the source's id). This module does the rest
 the same way for all of them:
 
@@ -11,10 +11,10 @@ the same way for all of them:
   (DAPO), skip rows without a problem or an answer (*skip-and-report*: the count and the
   first ids go to stderr; no row left is an error);
 * render the prompt (``r1`` or ``chat`` template, below) and write verl's row layout
-  (SPEC §5b) to parquet atomically: a temporary file in the target directory, then
+  (docs/method.md §5b) to parquet atomically: a temporary file in the target directory, then
   ``os.replace``; a failed run leaves no partial file. Output is deterministic.
 
-Prompt templates (SPEC §5b). ``r1`` (default): the user message holds the complete
+Prompt templates (docs/method.md §5b). ``r1`` (default): the user message holds the complete
 R1-Zero style text of the reference code with the problem and a ``\\boxed{}`` instruction
 inserted; the model must then see that text verbatim, so training and evaluation render it
 with :data:`PASSTHROUGH_CHAT_TEMPLATE` (the trainer sets
@@ -34,10 +34,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from verl_lpreg.atomic_io import OutputPathError, check_output_path, write_atomic
+from verl_lpreg.names import MULTI_ANSWER_SEP, PASSTHROUGH_CHAT_TEMPLATE
 
 __all__ = [
     "BOXED_INSTRUCTION",
@@ -51,17 +54,12 @@ __all__ = [
     "DataPrepError",
     "DatasetSpec",
     "Example",
-    "encode_answers",
     "prepare",
     "render_prompt",
 ]
 
 #: ``data_source`` values written by data_prep (stable: metrics are keyed by them).
 DATA_SOURCES = ("dapo_math_17k", "aime24", "aime25", "math500", "minerva", "olympiadbench")
-
-#: Jinja chat template that emits the messages' contents verbatim and nothing else. Use it
-#: as ``actor_rollout_ref.model.custom_chat_template`` with ``--template r1`` data.
-PASSTHROUGH_CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 
 #: Answer-format instruction appended to every problem (both templates).
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}"
@@ -78,11 +76,6 @@ R1_SUFFIX = ".\nAssistant: Let me solve this step by step.\n<think>"
 
 TEMPLATES = ("r1", "chat")
 
-#: Separator of a multiple-answer ground truth; must equal
-#: ``verl_lpreg.reward.MULTI_ANSWER_SEP`` (a test checks it). Kept here too so that data
-#: prep does not import the training package (torch, verl).
-MULTI_ANSWER_SEP = "|||"
-
 OUTPUT_SCHEMA_FIELDS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
 _LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -97,7 +90,7 @@ class Example:
     """One problem as a dataset module extracts it from a source row."""
 
     problem: str
-    answer: str  #: the ground truth, already encoded (see :func:`encode_answers`)
+    answer: str  #: the ground truth, already encoded (``verl_lpreg.reward.encode_multi_answer``)
     source_id: str = ""
     metadata: dict = field(default_factory=dict)
 
@@ -134,14 +127,6 @@ class DatasetSpec:
         return next(iter(self.hub))
 
 
-def encode_answers(answers) -> str:
-    """Ground-truth string for one or more answers (several are joined by MULTI_ANSWER_SEP)."""
-    parts = [str(a).strip() for a in answers if a is not None and str(a).strip()]
-    if any(MULTI_ANSWER_SEP in p for p in parts):
-        raise DataPrepError(f"an answer contains the reserved separator {MULTI_ANSWER_SEP!r}: {parts!r}")
-    return f" {MULTI_ANSWER_SEP} ".join(parts)
-
-
 def render_prompt(problem: str, template: str) -> list[dict]:
     """The one-message chat list for ``problem`` under ``template`` (``r1`` or ``chat``)."""
     problem = problem.strip()
@@ -167,14 +152,31 @@ def column(row: dict, *names: str):
 # --------------------------------------------------------------------------------------
 
 
-def _is_local(source: str) -> bool:
-    return os.path.exists(source) or source.lower().endswith(_LOCAL_SUFFIXES)
+def looks_like_path(name: str) -> bool:
+    """True for a name that is a file path rather than a Hub id (``owner/name``).
+
+    Exists, or starts with ``.``, ``/`` or ``~``, or holds a backslash or more than one ``/``,
+    or ends in a file suffix (``.parquet``, ``.jsonl``, a typo such as ``.parqet``). Such a name
+    that does not exist is reported as a missing file instead of being tried on the Hub.
+    """
+    return (
+        os.path.exists(name)
+        or name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or re.search(r"\.[A-Za-z][A-Za-z0-9]{0,9}$", name) is not None
+    )
 
 
 def _read_local(path: str) -> tuple[list[str], Iterator[dict]]:
     """(columns, rows) of a local parquet / jsonl / json file."""
     if not os.path.isfile(path):
-        raise DataPrepError(f"source file not found: {path}")
+        if os.path.isdir(path):
+            raise DataPrepError(f"source {path} is a directory; give a {'/'.join(_LOCAL_SUFFIXES)} file")
+        raise DataPrepError(
+            f"source file not found: {path} (a --source with a file suffix or a path is read as a local file, "
+            "not looked up on the Hub)"
+        )
     lower = path.lower()
     try:
         if lower.endswith(".parquet"):
@@ -309,27 +311,35 @@ def _schema():
 
 
 def write_parquet_atomic(rows: list[dict], output: str) -> None:
-    """Write ``rows`` to ``output`` through a temporary file + ``os.replace``."""
+    """Write ``rows`` to ``output`` atomically (:func:`verl_lpreg.atomic_io.write_atomic`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=_schema())
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(output)}.", suffix=".tmp")
-    os.close(fd)
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        write_atomic(output, lambda tmp: pq.write_table(table, tmp))
+    except OutputPathError as e:
+        raise DataPrepError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------
 # The pipeline
 # --------------------------------------------------------------------------------------
+
+
+def _check_text(ex: Example, source: str, row_id: str) -> None:
+    """Refuse text that cannot be written as UTF-8 (a lone surrogate such as ``"\\ud800"`` in JSON)."""
+    fields = {"problem": ex.problem, "answer": ex.answer, "id": ex.source_id}
+    fields["metadata"] = json.dumps(ex.metadata, ensure_ascii=False, default=str)
+    for name, text in fields.items():
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError as e:
+            bad = text[e.start : e.end].encode("unicode_escape").decode()
+            raise DataPrepError(
+                f"source {source} row {row_id}: the {name} holds {bad!r} at position {e.start}, "
+                "which is not valid Unicode text (a lone surrogate); fix the source"
+            ) from None
 
 
 @dataclass
@@ -368,8 +378,12 @@ def prepare(
         raise DataPrepError(f"unknown template {template!r}; allowed: {', '.join(TEMPLATES)}")
     if limit is not None and limit < 1:
         raise DataPrepError(f"--limit must be >= 1, got {limit}")
+    try:
+        check_output_path(output, "--output")
+    except OutputPathError as e:
+        raise DataPrepError(str(e)) from None
     source = source or spec.default_source
-    if _is_local(source):
+    if looks_like_path(source):
         columns, plain = _read_local(source)
         pairs = ((None, r) for r in plain)
     else:
@@ -386,8 +400,12 @@ def prepare(
                 f"source {source} row {position} has no column {' or '.join(map(repr, missing[0]))}; "
                 f"columns found: {', '.join(raw)}"
             )
-        ex = spec.convert(raw, config)
+        try:
+            ex = spec.convert(raw, config)
+        except ValueError as e:  # e.g. an empty answer among several (encode_multi_answer)
+            raise DataPrepError(f"source {source} row {position}: {e}") from None
         row_id = ex.source_id or str(position)
+        _check_text(ex, source, row_id)
         problem = (ex.problem or "").strip()
         if not problem:
             report.skipped_no_problem.append(row_id)

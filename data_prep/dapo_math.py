@@ -1,4 +1,4 @@
-"""DAPO-Math-17k, the training set of every paper run (SPEC §4, §5b).
+"""DAPO-Math-17k, the training set of every paper run (docs/method.md §4, §5b).
 
 Default source ``open-r1/DAPO-Math-17k-Processed`` (config ``all``, split ``train``): one row
 per distinct prompt, ``prompt`` a string, answer in ``solution`` (and
@@ -12,7 +12,7 @@ duplicates of the stripped text are dropped, first occurrence kept, order unchan
 problems from the processed set, as in the paper.
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 DAPO_PREFIX = (
     "Solve the following math problem step by step. The last line of your response should be of the "

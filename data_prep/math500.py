@@ -1,10 +1,10 @@
-"""MATH-500 (500 problems; SPEC §5, §5b): ``HuggingFaceH4/MATH-500``, split ``test``.
+"""MATH-500 (500 problems; docs/method.md §5, §5b): ``HuggingFaceH4/MATH-500``, split ``test``.
 
 Columns used: ``problem``, ``answer``, ``unique_id`` (``extra_info.source_id``); ``subject``
 and ``level`` go into ``metadata``.
 """
 
-from data_prep.core import DatasetSpec, Example
+from .core import DatasetSpec, Example
 
 
 def convert(row: dict, config) -> Example:

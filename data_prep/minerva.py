@@ -1,11 +1,11 @@
-"""Minerva Math (272 problems; SPEC §5, §5b): ``math-ai/minervamath``, split ``test``.
+"""Minerva Math (272 problems; docs/method.md §5, §5b): ``math-ai/minervamath``, split ``test``.
 
 Columns used: ``question`` (or ``problem``) and ``answer``. The source has no id column; an
 ``id``/``idx`` column is used if a source has one, else ``extra_info.source_id`` is empty and
 ``extra_info.index`` identifies the row.
 """
 
-from data_prep.core import DatasetSpec, Example, column
+from .core import DatasetSpec, Example, column
 
 
 def convert(row: dict, config) -> Example:

@@ -1,21 +1,25 @@
-"""OlympiadBench, English text-only open-ended maths (675 problems; SPEC §5, §5b).
+"""OlympiadBench, English text-only open-ended maths (675 problems; docs/method.md §5, §5b).
 
 Default ``Hothan/OlympiadBench`` config ``OE_TO_maths_en_COMP`` (split ``train``), which is
 exactly that subset; ``math-ai/olympiadbench`` (split ``test``) is a known alternative.
 Columns used: ``question`` (a non-empty ``context`` is put before it), ``final_answer`` (a
-list of strings such as ``["$\\frac{1}{2}$"]``; a plain string is accepted) and ``id``;
+list of strings such as ``["$\\frac{1}{2}$"]``; a plain string or number is accepted) and ``id``;
 ``is_multiple_answer``, ``answer_type``, ``unit``, ``subfield`` and the raw ``final_answer`` go
 into ``metadata``.
 
 Ground truth: the ``$`` math delimiters are removed from each answer; one answer is written
 as is (a comma list inside it, e.g. ``(1,8,19), (2,7,13)``, is compared as a set by
-math-verify); several answers are joined by ``" ||| "`` (:func:`data_prep.core.encode_answers`),
-which ``verl_lpreg.reward`` splits again and matches as a set.
+math-verify); several answers are joined by ``" ||| "`` (:func:`verl_lpreg.reward.encode_multi_answer`),
+which ``verl_lpreg.reward`` splits again and matches as a set. A list with an empty or null answer
+among others is an error naming the row (dropping it would change the problem); an empty list is a
+row without an answer (skipped and reported).
 """
 
 import re
 
-from data_prep.core import DatasetSpec, Example, column, encode_answers
+from verl_lpreg.reward import encode_multi_answer
+
+from .core import DatasetSpec, Example, column
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
@@ -27,7 +31,7 @@ def strip_dollars(answer: str) -> str:
 
 def convert(row: dict, config) -> Example:
     raw = column(row, "final_answer", "answer")
-    answers = [raw] if isinstance(raw, str) else list(raw or [])
+    answers = list(raw) if isinstance(raw, list | tuple) else ([] if raw is None else [raw])
     problem = str(row.get("question") or column(row, "problem") or "")
     context = row.get("context")
     if isinstance(context, str) and context.strip():
@@ -37,7 +41,7 @@ def convert(row: dict, config) -> Example:
     metadata["final_answer"] = answers
     return Example(
         problem=problem,
-        answer=encode_answers(strip_dollars(str(a)) for a in answers if a is not None),
+        answer=encode_multi_answer([None if a is None else strip_dollars(str(a)) for a in answers]) if answers else "",
         source_id=sid,
         metadata=metadata,
     )

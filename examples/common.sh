@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by every recipe under examples/: what all of the paper's runs share (SPEC §4), the
+# Sourced by every recipe under examples/: what all of the paper's runs share (docs/method.md §4), the
 # environment variables that place a run on a cluster, and the launcher.
 #
 # A recipe sets MODEL_PATH and EXP_NAME, sources this file, and calls
@@ -9,7 +9,7 @@
 # and any hydra override can be appended on the command line; `--cfg job` prints the fully
 # resolved config and exits (this file adds hydra's `--resolve` for you).
 
-# ---- data: written by `python -m data_prep <dataset> --output <file.parquet>`
+# ---- data: written by `python -m verl_lpreg.data_prep <dataset> --output <file.parquet>`
 DATA_DIR=${DATA_DIR:-$HOME/data/lp_reg}
 TRAIN_FILE=${TRAIN_FILE:-$DATA_DIR/dapo_math_17k.parquet}
 # Space- or comma-separated paths, or a hydra list "[a,b]". Validation scores are
@@ -90,7 +90,7 @@ lpreg_submit() {
 }
 
 # shellcheck disable=SC2034  # used by the recipes that source this file
-# SPEC §4: the settings every paper run shares. The recipes add the mini-batch size (256
+# docs/method.md §4: the settings every paper run shares. The recipes add the mini-batch size (256
 # on-policy, 32 off-policy, the only difference between the two) and their loss.
 LPREG_COMMON_ARGS=(
     # data: DAPO-Math-17k (17,398 prompts), 256 prompts x 8 responses, 2048 / 8192 tokens

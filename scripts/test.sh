@@ -5,7 +5,7 @@
 #   bash scripts/test.sh -m "not e2e" # skip the end-to-end runs
 #   bash scripts/test.sh tests/test_loss.py -x
 #
-# The recipe tests lint with shellcheck: installed with apt-get when missing and possible.
+# ruff checks lint and formatting first. The recipe tests lint with shellcheck: installed with apt-get when missing and possible.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -16,6 +16,10 @@ if ! command -v shellcheck >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1
   echo "[test] installing shellcheck" >&2
   { apt-get update -qq && apt-get install -y -qq shellcheck; } >/dev/null 2>&1 || echo "[test] shellcheck unavailable" >&2
 fi
+
+# Lint and formatting (configured in pyproject.toml), before the slower tests.
+ruff check --quiet .
+ruff format --check --quiet .
 
 status=0
 python -m pytest -q "$@" || status=$?

@@ -9,8 +9,9 @@ from hydra.errors import ConfigCompositionException
 from verl.utils.config import omega_conf_to_dataclass
 
 import verl_lpreg
-from verl_lpreg.config import PASSTHROUGH_CHAT_TEMPLATE, ExtendedPolicyLossConfig, LpRegConfig
-from verl_lpreg.verl_integration import check_config
+from verl_lpreg.config import ExtendedPolicyLossConfig, LpRegConfig
+from verl_lpreg.integration.checks import check_config
+from verl_lpreg.names import PASSTHROUGH_CHAT_TEMPLATE
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
 

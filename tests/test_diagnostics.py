@@ -1,4 +1,4 @@
-"""Tests of verl_lpreg.diagnostics: config, word -> token ids, the step metrics (SPEC §6)."""
+"""Tests of verl_lpreg.diagnostics: config, word -> token ids, the step metrics (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of verl_lpreg.evaluate (SPEC §5): scoring fixture responses with known answers, and
+"""Tests of verl_lpreg.evaluate (docs/method.md §5): scoring fixture responses with known answers, and
 generating with a tiny random Qwen2 on CPU (hf backend) in the paper's protocol."""
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from verl_lpreg.data_prep import DATASETS
+from verl_lpreg.data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, prepare
 
-from data_prep import DATASETS
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, prepare
 from verl_lpreg import evaluate
 from verl_lpreg.evaluate import PROTOCOL, main, render_prompt_text, results_table, row_template
 
@@ -86,7 +86,7 @@ def test_score_errors_name_the_file_and_column(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -185,3 +185,101 @@ def test_generate_refuses_to_overwrite_its_input(tmp_path, tiny_model, capsys):
         == 2
     )
     assert "would overwrite the input" in capsys.readouterr().err
+
+
+def _response_rows(n=3, **changes):
+    rows = [
+        {
+            "data_source": "math500",
+            "reward_model": {"style": "rule", "ground_truth": str(i)},
+            "extra_info": {"index": i},
+            "responses": [f"\\boxed{{{i}}}"],
+        }
+        for i in range(n)
+    ]
+    for i, row_changes in changes.items():
+        rows[int(i[1:])].update(row_changes)
+    return rows
+
+
+def test_score_refuses_a_string_responses_column(tmp_path, capsys):
+    """Scored character by character it gave pass@61 from 3 problems; now an error naming the file."""
+    bad = tmp_path / "strings.parquet"
+    rows = [{**r, "responses": r["responses"][0] + " and some more text"} for r in _response_rows()]
+    pq.write_table(pa.Table.from_pylist(rows), bad)
+    assert main(["score", "--responses", str(bad), "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: column 'responses' has type string in all 3 rows; it must be a list of strings per row" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_score_refuses_null_ground_truths_naming_the_rows(tmp_path, capsys):
+    bad = tmp_path / "nogt.parquet"
+    rows = _response_rows(4, r1={"reward_model": {"style": "rule", "ground_truth": None}}, r3={"reward_model": None})
+    pq.write_table(pa.Table.from_pylist(rows), bad)
+    assert main(["score", "--responses", str(bad), "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: rows 1, 3 (of 4) have no ground truth (reward_model.ground_truth is null or empty)" in err
+
+
+def test_score_names_the_problems_without_responses(tmp_path, capsys):
+    bad = tmp_path / "noresp.parquet"
+    pq.write_table(pa.Table.from_pylist(_response_rows(3, r2={"responses": []}, r0={"responses": None})), bad)
+    assert main(["score", "--responses", str(bad), "--output", str(tmp_path / "r")]) == 2
+    assert f"{bad}: rows 0, 2 (of 3) have no responses" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_score_refuses_an_invalid_timeout(tmp_path, capsys, timeout):
+    good = tmp_path / "g.parquet"
+    pq.write_table(pa.Table.from_pylist(_response_rows()), good)
+    argv = ["score", "--responses", str(good), "--output", str(tmp_path / "r"), "--timeout", timeout]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "invalid reward setting timeout_s=" in err and "finite number of seconds > 0" in err
+
+
+def test_score_output_under_a_file_is_an_error_and_outputs_get_umask_permissions(tmp_path, capsys):
+    good = tmp_path / "g.parquet"
+    pq.write_table(pa.Table.from_pylist(_response_rows()), good)
+    (tmp_path / "afile").write_text("x")
+    assert main(["score", "--responses", str(good), "--output", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {tmp_path / 'afile'} is a file, not a directory" in err
+    old = os.umask(0o022)
+    try:
+        assert main(["score", "--responses", str(good), "--output", str(tmp_path / "r"), "--workers", "1"]) == 0
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "r" / "results.json").st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(tmp_path / "r")) == ["results.json", "results.md"]
+
+
+def test_generate_with_a_missing_local_model_path_says_not_found(tmp_path, capsys):
+    data = tmp_path / "aime24.parquet"
+    prepare(DATASETS["aime24"], str(data), source=str(FIXTURES / "data_prep" / "aime24.jsonl"))
+    missing = str(tmp_path / "ckpts" / "global_step_100" / "hf")
+    assert main(["generate", "--model", missing, "--data", str(data), "--output-dir", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert f"--model {missing}: not found" in err and "Repo id" not in err
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_generate_with_a_hub_id_offline_fails_fast(tmp_path, env):
+    """HF_HUB_OFFLINE=1 or an unreachable hub, the model not cached: a clear error, not a minute of retries."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "aime24.parquet"
+    prepare(DATASETS["aime24"], str(data), source=str(FIXTURES / "data_prep" / "aime24.jsonl"))
+    argv = ["generate", "--model", "nobody/no-such-model", "--data", str(data), "--output-dir", str(tmp_path / "g")]
+    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
+    full_env = {k: v for k, v in os.environ.items() if k not in offline_vars}
+    full_env.update(HF_HOME=str(tmp_path / "hf"), **env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "verl_lpreg.evaluate", *argv], env=full_env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    why = "offline (HF_HUB_OFFLINE=1" if "HF_HUB_OFFLINE" in env else "the hub (http://127.0.0.1:9) is unreachable"
+    assert f"--model nobody/no-such-model: {why}" in proc.stderr and "not in the local cache" in proc.stderr
+    assert "Traceback" not in proc.stderr

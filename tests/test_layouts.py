@@ -66,7 +66,7 @@ def build_model(path):
     """A tiny Qwen3 at Qwen's vocabulary, untied head scaled so that the min-p filter removes tokens."""
     from transformers import AutoModelForCausalLM
 
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     build_tiny_model(path, architecture="qwen3", vocab_size=VOCAB, hidden_size=32, num_layers=2, head_dim=16, seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -154,13 +154,9 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
     from verl.workers.utils.padding import response_from_nested
 
     from verl_lpreg.config import LpRegConfig
-    from verl_lpreg.verl_integration import (
-        CANDIDATES_FIELD,
-        PROXY_FIELD,
-        extended_ppo_loss,
-        proxy_fields,
-        proxy_request,
-    )
+    from verl_lpreg.integration.engine import proxy_request
+    from verl_lpreg.integration.losses import extended_ppo_loss
+    from verl_lpreg.names import CANDIDATES_FIELD, PROXY_FIELD
 
     cfg = compose_config(model_path, layout)
     worker = ActorRolloutRefWorker(config=cfg.actor_rollout_ref, role="actor")
@@ -183,10 +179,8 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
     result = {"layout": layout, "rank": rank, "local": (local.start, local.stop)}
     if output is not None:  # SP: only the first rank of the group returns outputs
         output["response_mask"] = batch["response_mask"]
-        result["proxy"] = [t.clone() for t in proxy_fields(output)[PROXY_FIELD].unbind()]
-        result["log_probs"] = [
-            t.clone() for t in response_from_nested(output["log_probs"], batch["response_mask"]).unbind()
-        ]
+        for key, field in (("proxy", PROXY_FIELD), ("log_probs", "log_probs")):
+            result[key] = [t.clone() for t in response_from_nested(output[field], batch["response_mask"]).unbind()]
     result["calls"] = calls
 
     params = list(worker.actor.engine.module.parameters())
@@ -345,7 +339,7 @@ def reference(model_path):
 
 
 def layout_inputs(reference, layout):
-    from verl_lpreg.verl_integration import CANDIDATES_FIELD, PROXY_FIELD
+    from verl_lpreg.names import CANDIDATES_FIELD, PROXY_FIELD
 
     rows = list(reference["rows"])
     fields = {
@@ -362,7 +356,19 @@ def layout_inputs(reference, layout):
         fields["advantages"].append(torch.tensor([-1.0]))
         fields[PROXY_FIELD].append(torch.tensor([-0.1]))
         fields[CANDIDATES_FIELD].append(torch.tensor([1.0]))
+    # the proxy travels in the engine's layout (full sequences, like log_probs); the rest per response
+    fields[PROXY_FIELD] = [full_sequence(row, values) for row, values in zip(rows, fields[PROXY_FIELD], strict=True)]
     return {"rows": rows, **fields}
+
+
+def full_sequence(row, response_values):
+    """Response values laid out like the engine's full-sequence outputs: the value predicting token
+    t sits at position t - 1 (``response_values`` of length 1 fills every position: padding)."""
+    if len(response_values) == 1:
+        return response_values.expand(len(row["input_ids"])).clone()
+    out = torch.zeros(len(row["input_ids"]), dtype=response_values.dtype)
+    out[len(row["prompts"]) - 1 : -1] = response_values
+    return out
 
 
 _RESULTS = {}

@@ -1,4 +1,4 @@
-"""lp_reg_policy_loss against a slow, token-by-token implementation of SPEC §3."""
+"""lp_reg_policy_loss against a slow, token-by-token implementation of docs/method.md §3."""
 
 import math
 
@@ -12,7 +12,7 @@ from verl_lpreg.loss import k3_divergence
 
 
 def slow_lp_reg_loss(old_lp, lp, proxy, adv, mask, rho=0.01, rho_pos=0.0, beta=1.0, eps_low=0.2, eps_high=0.2):
-    """Token-by-token transcription of SPEC §3 with token-mean aggregation (values as floats)."""
+    """Token-by-token transcription of docs/method.md §3 with token-mean aggregation (values as floats)."""
     n_rows, n_cols = lp.shape
     valid = [(i, j) for i in range(n_rows) for j in range(n_cols) if mask[i, j]]
 

@@ -303,3 +303,42 @@ def test_mixed_formats_overlay(tmp_path):
     path.write_text("_step,actor/entropy\n1,0.1\n2,0.2\n")
     figs, _ = figures_by_name([LPREG, path])
     assert [ln.run for ln in figs["entropy"].panels[0].lines] == ["lp_reg", "csvrun"]
+
+
+@pytest.mark.parametrize("step", ['"3"', "null", '"abc"', "1.5", "true"])
+def test_non_integer_step_is_a_clear_error(tmp_path, capsys, step):
+    log = tmp_path / "s.jsonl"
+    log.write_text('{"step": 1, "data": {"actor/entropy": 1}}\n{"step": ' + step + ', "data": {"actor/entropy": 2}}\n')
+    assert P.main([str(log), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {log}:2: step ") and "is not an integer" in err
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [("x.jsonl", PNG_MAGIC + b"\x00\x00binary"), ("x.jsonl", b"\xff\xfe{}"), ("x.csv", b"\xff\xfe\x00a,b")],
+)
+def test_binary_file_is_a_clear_error(tmp_path, capsys, name, content):
+    log = tmp_path / name
+    log.write_bytes(content)
+    assert P.main([str(log), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {log}")
+    assert "binary data" in err or "not UTF-8" in err or "not a CSV text file" in err
+    assert "Traceback" not in err
+
+
+def test_resumed_run_is_one_run(tmp_path):
+    """First part logged steps 0-3 but checkpointed at 2; the resume re-validates step 2 and goes on."""
+    log = tmp_path / "metrics.jsonl"
+    lines = [{"step": s, "data": {"actor/entropy": 10.0 + s}} for s in range(4)]
+    lines[2]["data"]["val-core/aime24/acc/mean@1"] = 0.25
+    lines += [{"resumed_from": 2}, {"step": 2, "data": {"val-core/aime24/acc/mean@1": 0.25}}]
+    lines += [{"step": s, "data": {"actor/entropy": 20.0 + s}} for s in (3, 4, 5)]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    history = P.read_history(log)
+    assert [s for s, _ in history] == [0, 1, 2, 3, 4, 5]  # one row per step
+    assert history[2][1] == {"actor/entropy": 12.0, "val-core/aime24/acc/mean@1": 0.25}
+    figs, _ = figures_by_name([log])
+    (line,) = figs["entropy"].panels[0].lines
+    assert line.x == [0, 1, 2, 3, 4, 5] and line.y == [10.0, 11.0, 12.0, 23.0, 24.0, 25.0]

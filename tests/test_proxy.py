@@ -1,4 +1,4 @@
-"""min_p_proxy_log_prob against the reference's obvious implementation (SPEC §2)."""
+"""min_p_proxy_log_prob against the reference's obvious implementation (docs/method.md §2)."""
 
 import math
 

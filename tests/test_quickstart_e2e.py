@@ -8,13 +8,14 @@ CPU through ``verl_lpreg.main_ppo``. About 3 minutes on 2 cores.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from verl_lpreg.plot import RESUME_MARKER, read_history
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,8 @@ def _run(
 
 
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """One record per step of the run's metrics history (a resumed run reads as one run)."""
+    return [{"step": s, "data": d} for s, d in read_history(path)]
 
 
 def _train_steps(recs: list[dict]) -> dict[int, dict]:
@@ -90,20 +92,23 @@ def test_three_lp_reg_steps_with_signal(quickstart_run):
     # checkpoint written at the last step
     ckpt = out / "checkpoints"
     assert (ckpt / "global_step_3" / "actor").is_dir()
-    assert (out / "metrics.until_step3.jsonl").exists()  # kept when the second run resumed
 
 
 def test_resume_continues_at_step_4(quickstart_run):
     out, _, _, proc = quickstart_run
     assert "resuming from" in proc.stdout
+    # one history for the whole run: steps 1-3 of the first part, 4 of the resumed one
+    assert sorted(p.name for p in out.glob("metrics*")) == ["metrics.jsonl"]
+    assert f'{{"{RESUME_MARKER}": 3}}' in (out / "metrics.jsonl").read_text()
     steps = _train_steps(_records(out / "metrics.jsonl"))
-    assert sorted(steps) == [4]
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert "[summary] 4 training steps logged" in proc.stdout
     assert steps[4]["actor/grad_norm"] >= 0
     assert (out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
 
 
-def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(tmp_path):
-    _run(tmp_path, steps=2, LOSS_MODE="high_entropy")
+def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(quickstart_run, tmp_path):
+    _run(tmp_path, steps=2, LOSS_MODE="high_entropy", FROM_RUN=str(quickstart_run[0]))
     steps = _train_steps(_records(tmp_path / "metrics.jsonl"))
     assert sorted(steps) == [1, 2]
     for d in steps.values():
@@ -113,9 +118,14 @@ def test_high_entropy_baseline_trains_on_a_fifth_of_the_tokens(tmp_path):
     assert any(d["actor/grad_norm"] > 0 for d in steps.values())
 
 
-def test_batch_wide_selection_through_the_trainer(tmp_path):
+def test_batch_wide_selection_through_the_trainer(quickstart_run, tmp_path):
     """lp_reg.selection=batch: the trainer picks the rho-quantile over the whole batch each step."""
-    _run(tmp_path, steps=2, overrides=("actor_rollout_ref.actor.policy_loss.lp_reg.selection=batch",))
+    _run(
+        tmp_path,
+        steps=2,
+        overrides=("actor_rollout_ref.actor.policy_loss.lp_reg.selection=batch",),
+        FROM_RUN=str(quickstart_run[0]),
+    )
     steps = _train_steps(_records(tmp_path / "metrics.jsonl"))
     assert sorted(steps) == [1, 2]
     for d in steps.values():

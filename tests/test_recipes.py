@@ -1,8 +1,8 @@
-"""The run recipes under examples/ compose against verl 0.9.1's real hydra schema and give SPEC §4.
+"""The run recipes under examples/ compose against verl 0.9.1's real hydra schema and give docs/method.md §4.
 
 Each recipe runs as ``bash <recipe> --cfg job`` (hydra prints the resolved config and exits) in a
 subprocess with no GPU, no model and no data files; the recipes run in parallel, once per
-session. The expected values come from the table ``EXPECTED`` below, written from SPEC §4 and the
+session. The expected values come from the table ``EXPECTED`` below, written from docs/method.md §4 and the
 baselines' sources, not read from the scripts.
 """
 
@@ -31,7 +31,7 @@ RECIPE_ENV_VARS = (
 
 # ------------------------------------------------------------------ the one table of expectations
 
-# SPEC §4: what every paper run shares.
+# docs/method.md §4: what every paper run shares.
 _SPEC4 = {
     "algorithm.adv_estimator": "grpo",
     "algorithm.norm_adv_by_std_in_grpo": True,

@@ -1,8 +1,11 @@
-"""Tests of verl_lpreg.reward (SPEC §5, §5b): extraction, math-verify equality, timeouts,
+"""Tests of verl_lpreg.reward (docs/method.md §5, §5b): extraction, math-verify equality, timeouts,
 thread safety, and a run through verl 0.9.1's own reward loop with the custom function."""
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,15 +97,17 @@ def test_values_are_scalars_or_strings_and_bad_inputs_never_raise():
     assert compute_score("x", "\\boxed{3}", [])["reason"] == "error"
 
 
-def test_multi_answer_encoding_round_trips_and_matches_data_prep():
-    from data_prep.core import MULTI_ANSWER_SEP, encode_answers
+def test_multi_answer_encoding_is_one_implementation_and_refuses_empty_answers():
+    from verl_lpreg.data_prep import core as data_prep_core
 
-    assert MULTI_ANSWER_SEP == reward.MULTI_ANSWER_SEP
-    assert reward.split_multi_answer(encode_answers(["$3$".strip("$"), "5"])) == ["3", "5"]
+    assert data_prep_core.MULTI_ANSWER_SEP is reward.MULTI_ANSWER_SEP
     assert reward.split_multi_answer(reward.encode_multi_answer(["(1,2)", "x=3"])) == ["(1,2)", "x=3"]
+    assert reward.encode_multi_answer([3, " 5 "]) == "3 ||| 5"  # numbers are text, whitespace stripped
     assert reward.split_multi_answer("7") == ["7"]
-    with pytest.raises(ValueError):
-        reward.encode_multi_answer(["1", ""])
+    for bad in (["1", ""], ["1", None], ["  "], []):  # dropping one would make a different problem
+        with pytest.raises(ValueError, match="every answer must be a non-empty string"):
+            reward.encode_multi_answer(bad)
+    assert compute_score("x", "\\boxed{1}", ["1", ""])["reason"] == "error"  # not "correct"
 
 
 def test_concurrent_calls_from_worker_threads():
@@ -137,7 +142,7 @@ def test_pathological_answer_times_out_and_pool_recovers():
 def test_worker_killed_from_outside_is_replaced_without_losing_the_score():
     compute_score("x", "\\boxed{1}", "1.0")
     pool = reward._get_pool(None)
-    idle = list(pool._idle.queue)
+    idle = list(pool._idle)
     for w in idle:
         os.kill(w.proc.pid, signal.SIGKILL)
     for w in idle:
@@ -158,7 +163,7 @@ def test_verl_reward_loop_calls_the_custom_function(tmp_path):
     from verl.trainer.ppo.metric_utils import process_validation_metrics
     from verl.trainer.ppo.reward import resolve_reward_manager_cls
 
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "tiny")
     config = OmegaConf.load(os.path.join(os.path.dirname(verl.__file__), "trainer/config/_generated_ppo_trainer.yaml"))
@@ -207,3 +212,114 @@ def test_verl_reward_loop_calls_the_custom_function(tmp_path):
     assert metrics["math500"]["acc"]["mean@1"] == 0.5
     assert metrics["olympiadbench"]["timed_out"]["mean@1"] == 0.0
     assert "reason" not in metrics["math500"]  # strings are skipped by verl, not averaged
+
+
+@pytest.mark.parametrize(
+    "kwargs, env, name",
+    [
+        ({"timeout_s": 0}, {}, "timeout_s=0"),
+        ({"timeout_s": -1.0}, {}, "timeout_s=-1.0"),
+        ({"timeout_s": "abc"}, {}, "timeout_s='abc'"),
+        ({"timeout_s": float("nan")}, {}, "timeout_s=nan"),
+        ({"timeout_s": float("inf")}, {}, "timeout_s=inf"),
+        ({}, {"VERL_LPREG_REWARD_TIMEOUT": "abc"}, "VERL_LPREG_REWARD_TIMEOUT='abc'"),
+        ({}, {"VERL_LPREG_REWARD_TIMEOUT": "0"}, "VERL_LPREG_REWARD_TIMEOUT='0'"),
+        ({}, {"VERL_LPREG_REWARD_WORKERS": "abc"}, "VERL_LPREG_REWARD_WORKERS='abc'"),
+        ({}, {"VERL_LPREG_REWARD_WORKERS": "0"}, "VERL_LPREG_REWARD_WORKERS='0'"),
+        ({"num_workers": 2.5}, {}, "num_workers=2.5"),
+        ({"num_workers": -3}, {}, "num_workers=-3"),
+    ],
+)
+def test_invalid_settings_fail_loudly_at_the_first_call(monkeypatch, kwargs, env, name):
+    """Instead of scoring every response 0 ('timeout'/'error') with a warning per call."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError, match="invalid reward setting " + re.escape(name) + ": allowed: "):
+        compute_score("x", "\\boxed{1}", "2", **kwargs)
+    with pytest.raises(ValueError, match="allowed: "):  # also for answers that need no worker
+        compute_score("x", "no box", "2", **kwargs)
+
+
+def test_valid_settings_from_keywords_and_environment(monkeypatch):
+    assert reward.resolve_settings() == (reward.DEFAULT_TIMEOUT_S, None)
+    monkeypatch.setenv("VERL_LPREG_REWARD_TIMEOUT", " 2.5 ")
+    monkeypatch.setenv("VERL_LPREG_REWARD_WORKERS", "3")
+    assert reward.resolve_settings() == (2.5, 3)
+    assert reward.resolve_settings(timeout_s="7", num_workers=2) == (7.0, 2)  # the keyword wins
+    monkeypatch.setenv("VERL_LPREG_REWARD_WORKERS", "")
+    assert reward.resolve_settings() == (2.5, None)  # empty = default
+
+
+def test_a_normal_answer_does_not_wait_behind_pathological_ones():
+    """With more pathological calls in flight than base workers, a normal answer still gets a
+    worker: it returns correct while every pathological call is still running."""
+    compute_score("x", "\\boxed{1}", "1.0")
+    pool = reward._get_pool(None)
+    n_bad = pool.size + 3
+    done = []
+    lock = threading.Lock()
+
+    def bad(i):
+        text = ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{1000000!}", "\\boxed{" + "9" * 1_000_000 + "}"][i % 3]
+        out = compute_score("x", text, "7", timeout_s=30.0)
+        with lock:
+            done.append(("bad", out["reason"]))
+
+    threads = [threading.Thread(target=bad, args=(i,)) for i in range(n_bad)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # the pathological calls hold their workers
+    out = compute_score("x", "\\boxed{\\frac{6}{4}}", "1.5", timeout_s=30.0)
+    with lock:
+        done.append(("normal", out["reason"]))
+    for t in threads:
+        t.join(120)
+    assert done[0] == ("normal", "correct"), done
+    assert pool._n_workers <= pool.max_size
+    reward.shutdown()  # drop the grown pool
+
+
+def test_workers_exit_when_the_parent_is_sigkilled(tmp_path):
+    script = (
+        "import importlib.util, threading, time\n"
+        f"spec = importlib.util.spec_from_file_location('r', {REWARD_FILE!r})\n"  # by path, as verl loads it
+        "reward = importlib.util.module_from_spec(spec); spec.loader.exec_module(reward)\n"
+        "reward.compute_score('x', '\\\\boxed{1}', '1.0')\n"
+        "threading.Thread(target=reward.compute_score, args=('x', '\\\\boxed{9^{9^{9^{9}}}}', '1'),\n"
+        "                 kwargs={'timeout_s': 60}, daemon=True).start()\n"
+        "time.sleep(1.0)\n"
+        "print('busy', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "busy"
+    children = [p for p in _pids() if _ppid(p) == parent.pid]
+    assert len(children) >= 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10.0  # generous: they get SIGKILL from the kernel at once
+    while time.monotonic() < deadline and any(_running(p) for p in children):
+        time.sleep(0.1)
+    assert not any(_running(p) for p in children)
+
+
+def _pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _ppid(pid):
+    st = _stat(pid)
+    return int(st[1]) if st else None
+
+
+def _running(pid):
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"

@@ -1,4 +1,4 @@
-"""Lp-Reg through verl 0.9.1's real engine worker on CPU (SPEC §2-§3).
+"""Lp-Reg through verl 0.9.1's real engine worker on CPU (docs/method.md §2-§3).
 
 One process, gloo, fp32, eager attention, a tiny random Qwen2 built in-process; the config is
 our hydra config composed over verl's ``ppo_trainer``. ``compute_log_prob`` then
@@ -41,15 +41,10 @@ import verl_lpreg.cpu  # noqa: E402,F401  (CPU platform, gloo)
 from verl_lpreg import lp_reg_policy_loss, min_p_proxy_log_prob  # noqa: E402
 from verl_lpreg.config import LpRegConfig  # noqa: E402
 from verl_lpreg.cpu import CPU_OVERRIDES  # noqa: E402
-from verl_lpreg.tiny_model import build_tiny_model  # noqa: E402
-from verl_lpreg.verl_integration import (  # noqa: E402
-    HIGH_ENTROPY_MASK_FIELD,
-    MARGIN_FIELD,
-    PROXY_FIELD,
-    extended_ppo_loss,
-    proxy_fields,
-    proxy_request,
-)
+from verl_lpreg.cpu.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.integration.engine import proxy_request  # noqa: E402
+from verl_lpreg.integration.losses import extended_ppo_loss  # noqa: E402
+from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, MARGIN_FIELD, PROXY_FIELD  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
 MIN_P = 0.05
@@ -121,13 +116,28 @@ def rollout_batch(seed=0):
     return tu.list_of_dict_to_tensordict(rows)
 
 
-def compute_old_log_prob(worker, batch, *, proxy=True):
+def compute_old_log_prob(worker, batch, *, proxy=True, margin=False):
     data = batch.clone()
-    request = proxy_request(LpRegConfig(min_p=MIN_P)) if proxy else {}
+    request = proxy_request(LpRegConfig(min_p=MIN_P), margin=margin) if proxy else {}
     tu.assign_non_tensor(data, temperature=1.0, calculate_entropy=True, compute_loss=False, **request)
     output = worker.compute_log_prob(data)
     output["response_mask"] = batch["response_mask"]
     return output
+
+
+def response_fields(output, *names):
+    """The engine's full-sequence outputs ``names`` cut to the response, as the trainer reads them."""
+    return {name: response_from_nested(output[name], output["response_mask"]) for name in names}
+
+
+def full_sequence(batch, response_values):
+    """Per-sample response values laid out like the engine's full-sequence outputs (zeros elsewhere)."""
+    rows = []
+    for input_ids, values in zip(batch["input_ids"].unbind(), response_values, strict=True):
+        row = torch.zeros(len(input_ids), dtype=values.dtype)
+        row[len(input_ids) - len(values) - 1 : len(input_ids) - 1] = values
+        rows.append(row)
+    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
 
 
 def hf_response_logits(model_path, batch):
@@ -156,8 +166,8 @@ def test_proxy_is_computed_in_the_old_log_prob_forward(tiny_model, worker, use_r
     if not use_remove_padding:
         worker = build_worker(compose_config(tiny_model, "actor_rollout_ref.model.use_remove_padding=false"))
     batch = rollout_batch()
-    output = compute_old_log_prob(worker, batch)
-    fields = proxy_fields(output)
+    output = compute_old_log_prob(worker, batch, margin=True)
+    fields = response_fields(output, PROXY_FIELD, MARGIN_FIELD)
     old_log_probs = response_from_nested(output["log_probs"], batch["response_mask"])
     removed = 0
     for i, logits in enumerate(hf_response_logits(tiny_model, batch)):
@@ -173,7 +183,13 @@ def test_proxy_is_computed_in_the_old_log_prob_forward(tiny_model, worker, use_r
 def test_no_proxy_unless_asked(worker):
     output = compute_old_log_prob(worker, rollout_batch(), proxy=False)
     assert set(output.keys()) >= {"log_probs", "entropy"}
-    assert not any(k.startswith("lp_reg") for k in output.keys())
+    assert not {PROXY_FIELD, MARGIN_FIELD} & set(output.keys())
+
+
+def test_margin_only_when_asked(worker):
+    output = compute_old_log_prob(worker, rollout_batch())
+    assert PROXY_FIELD in output.keys()
+    assert MARGIN_FIELD not in output.keys()
 
 
 def training_batch(batch, old_output, **extra):
@@ -235,8 +251,9 @@ def test_update_actor_with_lp_reg(worker, tiny_model):
     cfg = compose_config(tiny_model)
     batch = rollout_batch(seed=3)
     old_output = compute_old_log_prob(worker, batch)
-    fields = proxy_fields(old_output)
-    data = training_batch(batch, old_output, **{PROXY_FIELD: fields[PROXY_FIELD]})
+    fields = response_fields(old_output, PROXY_FIELD)
+    # the update receives the engine's full-sequence proxy, as the trainer stores it
+    data = training_batch(batch, old_output, **{PROXY_FIELD: old_output[PROXY_FIELD]})
     worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)))
     before = [p.detach().clone() for p in worker.actor.engine.module.parameters()]
     metrics = worker.update_actor(data)["metrics"]
@@ -260,7 +277,6 @@ def test_batch_wide_selection_reaches_every_micro_batch(worker, tiny_model):
     """``lp_reg.selection=batch``: the candidates chosen over the whole batch (as the trainer does)
     are used by each micro-batch's loss instead of a per-micro-batch quantile."""
     from verl_lpreg.loss import select_candidates
-    from verl_lpreg.verl_integration import CANDIDATES_FIELD
 
     cfg = compose_config(
         tiny_model,
@@ -274,7 +290,7 @@ def test_batch_wide_selection_reaches_every_micro_batch(worker, tiny_model):
     # its own k3, so a different candidate set gives a different loss
     gen = torch.Generator().manual_seed(0)
     lifted = [o + 0.5 + 1.5 * torch.rand(len(o), generator=gen) for o in old]
-    proxy = torch.nested.as_nested_tensor(lifted, layout=torch.jagged)
+    proxy = full_sequence(batch, lifted)
     padded_old = _pad_rows(list(old))
     advantages = _pad_rows([torch.full((resp_len,), adv) for _, resp_len, adv in SAMPLES])
     valid = _pad_rows([torch.ones(resp_len) for _, resp_len, _ in SAMPLES]).bool()
@@ -287,10 +303,10 @@ def test_batch_wide_selection_reaches_every_micro_batch(worker, tiny_model):
     metrics = worker.update_actor(training_batch(batch, old_output, **{PROXY_FIELD: proxy, CANDIDATES_FIELD: nested}))[
         "metrics"
     ]
-    want = expected_lp_reg_pg_loss(old, proxy.unbind(), cfg, candidates=per_sample)
+    want = expected_lp_reg_pg_loss(old, lifted, cfg, candidates=per_sample)
     assert sum(metrics["actor/pg_loss"]) == pytest.approx(want, rel=1e-4)
     # and it is not what a per-micro-batch selection gives on this batch
-    assert want != pytest.approx(expected_lp_reg_pg_loss(old, proxy.unbind(), cfg), rel=1e-4)
+    assert want != pytest.approx(expected_lp_reg_pg_loss(old, lifted, cfg), rel=1e-4)
 
     # without the trainer's candidates the loss refuses to guess
     with pytest.raises(RuntimeError, match=CANDIDATES_FIELD):

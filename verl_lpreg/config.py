@@ -1,4 +1,4 @@
-"""Config dataclasses for the Lp-Reg and 80/20 policy losses (SPEC §2-§4).
+"""Config dataclasses for the Lp-Reg and 80/20 policy losses (docs/method.md §2-§4).
 
 They hang under ``actor_rollout_ref.actor.policy_loss`` in verl's hydra config:
 ``verl_lpreg/config/lp_reg_trainer.yaml`` points ``policy_loss._target_`` at
@@ -14,19 +14,14 @@ from dataclasses import dataclass, field
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
-# The data (data_prep --template r1) holds the reference's full prompt text; this template
-# renders it verbatim (SPEC §5b). One definition, in the torch-free data_prep package.
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE
 from verl_lpreg.proxy import PROXY_MODES
 
 __all__ = [
     "LP_REG_KEY",
-    "PASSTHROUGH_CHAT_TEMPLATE",
     "ExtendedPolicyLossConfig",
     "HighEntropyConfig",
     "LpRegConfig",
     "policy_loss_group",
-    "register_resolvers",
 ]
 
 LP_REG_KEY = "actor_rollout_ref.actor.policy_loss.lp_reg"
@@ -43,7 +38,7 @@ def _check_fraction(key: str, value: float, *, allow_zero: bool) -> None:
 
 @dataclass
 class LpRegConfig(BaseConfig):
-    """Lp-Reg hyperparameters (SPEC §2-§3; paper symbols in brackets).
+    """Lp-Reg hyperparameters (docs/method.md §2-§3; paper symbols in brackets).
 
     proxy_mode: ``minp`` keeps ``p >= min_p * p_max``; ``fixed`` keeps ``p >= min_p``.
     min_p [kappa]: the proxy threshold, in (0, 1]; 0.02 in every paper run.
@@ -115,21 +110,3 @@ def policy_loss_group(policy_loss, name: str, group_cls: type):
     # without _target_, which would send it through hydra's instantiate and wrap our errors.
     fields = {k: v for k, v in dict(group).items() if k != "_target_"}
     return omega_conf_to_dataclass(fields, dataclass_type=group_cls)
-
-
-def _module_file(module: str) -> str:
-    """Path of an importable module's source file, without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"${{lpreg_module_file:{module}}}: module {module!r} cannot be found")
-    return spec.origin
-
-
-def register_resolvers() -> None:
-    """OmegaConf resolvers used by ``lp_reg_trainer.yaml`` (idempotent)."""
-    from omegaconf import OmegaConf
-
-    OmegaConf.register_new_resolver("lpreg_module_file", _module_file, replace=True)
-    OmegaConf.register_new_resolver("lpreg_passthrough_chat_template", lambda: PASSTHROUGH_CHAT_TEMPLATE, replace=True)

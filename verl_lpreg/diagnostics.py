@@ -1,17 +1,17 @@
-"""Lp-Reg step diagnostics: the quantities the paper plots (SPEC §6), as scalar step metrics.
+"""Lp-Reg step diagnostics: the quantities the paper plots (docs/method.md §6), as scalar step metrics.
 
 Once per training step, after advantages are computed, the trainer calls
 :func:`compute_step_diagnostics` on the padded batch and merges the returned dict into
 verl's step metrics, which go to every configured logger (wandb, tensorboard, console,
 file, mlflow, ...). Everything here is a pure function of the batch; nothing is stored.
 
-Why these quantities (SPEC §1, §6): Lp-Reg claims that low-probability *reasoning sparks*
+Why these quantities (docs/method.md §1, §6): Lp-Reg claims that low-probability *reasoning sparks*
 ("wait", "but", "perhaps", "alternatively", "however") are driven towards zero by negative
 advantages under plain GRPO, and that an entropy bonus revives them together with *noise*
 tokens ("cost", "fine", "balanced", "ere", "trans"). The paper therefore tracks, per step:
 policy entropy, how often spark and noise words are sampled and with which probability,
 the share of tokens Lp-Reg regularises (logged by the loss, not here), the min-p
-threshold ``kappa * p_max`` of the proxy (SPEC §2), and the distribution of the
+threshold ``kappa * p_max`` of the proxy (docs/method.md §2), and the distribution of the
 probabilities of low-probability sampled tokens.
 
 Definitions (all metric names share the prefix ``lp_reg/``; see ``DIAGNOSTICS.md``):
@@ -41,10 +41,10 @@ Definitions (all metric names share the prefix ``lp_reg/``; see ``DIAGNOSTICS.md
 * ``minp_threshold_mean`` = mean of ``exp(log_minp_threshold)`` (``kappa * p_max``, or
   ``kappa`` in ``fixed`` mode) over valid tokens, when given.
 * ``proxy_filtered_fraction`` = share of valid tokens the min-p filter removed (proxy
-  log-prob below :data:`FILTERED_LOG_PROB`, i.e. the hard filter's ~-1e4; SPEC §2).
+  log-prob below :data:`FILTERED_LOG_PROB`, i.e. the hard filter's ~-1e4; docs/method.md §2).
   ``spark_filtered_fraction`` / ``noise_filtered_fraction``: the same among spark / noise
   tokens (omitted when there is none). The trainer passes ``proxy_removed``, the exact
-  mask from the proxy pass (SPEC §2), which also covers the ``soft`` filter, whose removed
+  mask from the proxy pass (docs/method.md §2), which also covers the ``soft`` filter, whose removed
   tokens keep a finite log-prob; without it the -1e4 fill is detected.
 * ``proxy_gap_mean`` = mean of ``proxy_log_probs - old_log_probs`` over valid tokens the
   filter *kept* (>= 0: minus the log of the kept probability mass). Filtered tokens are
@@ -65,6 +65,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from verl.base_config import BaseConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ __all__ = [
 CONFIG_KEY = "lp_reg_diagnostics"
 #: Every metric returned by :func:`compute_step_diagnostics` starts with this.
 PREFIX = "lp_reg/"
-#: A proxy log-prob below this is a token removed by the hard min-p filter (SPEC §2 sets
+#: A proxy log-prob below this is a token removed by the hard min-p filter (docs/method.md §2 sets
 #: removed logits to -1e4, so such a token's proxy log-prob is about -1e4 / T).
 FILTERED_LOG_PROB = -1.0e3
 
@@ -129,15 +130,15 @@ def _check_words(key: str, value: Any) -> tuple[str, ...]:
     return words
 
 
-@dataclasses.dataclass(frozen=True)
-class DiagnosticsConfig:
+@dataclasses.dataclass(unsafe_hash=True)  # BaseConfig freezes every field: safe to hash
+class DiagnosticsConfig(BaseConfig):
     """Settings of the Lp-Reg diagnostics (hydra root key ``lp_reg_diagnostics``).
 
     Attributes:
         enable: compute the diagnostics at all (``False``: :func:`compute_step_diagnostics`
             returns ``{}``).
-        spark_words: the paper's "reasoning sparks" (SPEC §1).
-        noise_words: the paper's noise tokens (SPEC §1). Must not share a word with
+        spark_words: the paper's "reasoning sparks" (docs/method.md §1).
+        noise_words: the paper's noise tokens (docs/method.md §1). Must not share a word with
             ``spark_words``.
         low_prob_threshold: ``p`` below which a sampled token counts as low-probability,
             in (0, 1).
@@ -179,7 +180,7 @@ class DiagnosticsConfig:
 
     @classmethod
     def allowed_keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "_target_")
 
     @classmethod
     def from_config(cls, cfg: Any = None) -> DiagnosticsConfig:
@@ -202,6 +203,7 @@ class DiagnosticsConfig:
         if not isinstance(cfg, Mapping):
             raise ValueError(f"{CONFIG_KEY} must be a mapping of settings; got {type(cfg).__name__}")
         allowed = cls.allowed_keys()
+        cfg = {k: v for k, v in cfg.items() if k != "_target_"}
         unknown = sorted(str(k) for k in cfg if k not in allowed)
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in {CONFIG_KEY}; allowed keys: {', '.join(allowed)}")
@@ -441,12 +443,12 @@ def compute_step_diagnostics(
     noise_map: WordTokenMap,
     config: DiagnosticsConfig,
 ) -> dict[str, float]:
-    """The Lp-Reg diagnostics of one step (SPEC §6), as a flat dict of Python floats.
+    """The Lp-Reg diagnostics of one step (docs/method.md §6), as a flat dict of Python floats.
 
     All inputs are ``[B, R]`` (padded response-only tensors or numpy arrays; any common
     shape works): ``responses`` token ids, ``response_mask`` (non-zero = valid),
     ``old_log_probs`` log pi_old of the sampled token at the rollout temperature,
-    ``advantages``, optionally ``entropy`` (pi_old entropy), ``proxy_log_probs`` (SPEC §2)
+    ``advantages``, optionally ``entropy`` (pi_old entropy), ``proxy_log_probs`` (docs/method.md §2)
     ``log_minp_threshold`` (log ``kappa * p_max``) and ``proxy_removed`` (non-zero where the
     sampled token is outside the proxy's support). Padded positions may hold anything,
     NaN included. The definitions of every returned key are in the module docstring and in

@@ -1,13 +1,13 @@
-"""Offline evaluation with the paper's protocol (SPEC §5): generate responses, then score them.
+"""Offline evaluation with the paper's protocol (docs/method.md §5): generate responses, then score them.
 
-verl 0.9.1 has no working offline generation/evaluation entry point (SPEC §5b), so this is
+verl 0.9.1 has no working offline generation/evaluation entry point (docs/method.md §5b), so this is
 ours::
 
     python -m verl_lpreg.evaluate generate --model CKPT --data aime24.parquet math500.parquet ... \\
         --output-dir gen/ [--backend vllm|hf] [--max-new-tokens 8192] [--limit N]
     python -m verl_lpreg.evaluate score --responses gen/*.parquet --output results/
 
-``generate`` reads benchmark files written by ``python -m data_prep`` and samples with
+``generate`` reads benchmark files written by ``python -m verl_lpreg.data_prep`` and samples with
 :data:`PROTOCOL`: AIME24/AIME25 16 samples at temperature 0.6, top_p 1.0 (avg@16, and
 pass@16); MATH-500, Minerva and OlympiadBench one greedy sample; at most 8,192 new tokens.
 The prompt is rendered exactly as in training: ``r1`` rows through the pass-through chat
@@ -35,16 +35,16 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, R1_PREFIX
+from verl_lpreg.atomic_io import OutputPathError, check_output_dir, write_atomic
+from verl_lpreg.data_prep.core import PASSTHROUGH_CHAT_TEMPLATE, R1_PREFIX, looks_like_path
 
-__all__ = ["PROTOCOL", "SamplingSpec", "generate", "main", "render_prompt_text", "score"]
+__all__ = ["PROTOCOL", "SamplingSpec", "generate", "left_pad", "main", "render_prompt_text", "resolve_model", "score"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class SamplingSpec:
 
 
 GREEDY = SamplingSpec(n=1, temperature=0.0, top_p=1.0)
-#: Sampling per ``data_source`` (SPEC §5); any other data source is scored greedy pass@1.
+#: Sampling per ``data_source`` (docs/method.md §5); any other data source is scored greedy pass@1.
 PROTOCOL = {
     "aime24": SamplingSpec(n=16, temperature=0.6, top_p=1.0),
     "aime25": SamplingSpec(n=16, temperature=0.6, top_p=1.0),
@@ -103,19 +103,12 @@ def _read_table(path: str, needed: tuple[str, ...]):
     return table
 
 
-def _write_atomic(path: str, write) -> None:
-    """Call ``write(tmp_path)`` and move the result to ``path``; no partial file on failure."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
+def _write(path: str, write) -> None:
+    """:func:`verl_lpreg.atomic_io.write_atomic`, its path errors as :class:`EvaluateError`."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        write_atomic(path, write)
+    except OutputPathError as e:
+        raise EvaluateError(str(e)) from None
 
 
 def _write_text(path: str, text: str) -> None:
@@ -123,7 +116,19 @@ def _write_text(path: str, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _write_atomic(path, write)
+    _write(path, write)
+
+
+def _check_dir(path: str, what: str) -> None:
+    try:
+        check_output_dir(path, what)
+    except OutputPathError as e:
+        raise EvaluateError(str(e)) from None
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    return f"row{'s' if len(rows) > 1 else ''} {shown}"
 
 
 # --------------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def row_template(row: dict, override: str | None) -> str:
 
 
 def render_prompt_text(tokenizer, messages: list[dict], template: str) -> str:
-    """The prompt string the policy sees in training for ``messages`` (SPEC §5b)."""
+    """The prompt string the policy sees in training for ``messages`` (docs/method.md §5b)."""
     if template == "r1":
         return tokenizer.apply_chat_template(
             messages, chat_template=PASSTHROUGH_CHAT_TEMPLATE, add_generation_prompt=True, tokenize=False
@@ -152,12 +157,78 @@ def render_prompt_text(tokenizer, messages: list[dict], template: str) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+#: Seconds to wait for the Hub's host before calling it unreachable.
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+def _hub_reachable(endpoint: str) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def resolve_model(model: str) -> str:
+    """A local checkpoint directory for ``--model``, or the hub id when the hub is reachable.
+
+    A name that looks like a path (see ``data_prep.core.looks_like_path``) must be an existing
+    directory. A hub id is used from the local cache when offline (``HF_HUB_OFFLINE=1`` or
+    ``TRANSFORMERS_OFFLINE=1``) or when
+    the hub does not answer within :data:`HUB_PROBE_TIMEOUT_S`; not cached then is an error at
+    once (instead of a minute of retries).
+    """
+    if os.path.isdir(model):
+        return model
+    if looks_like_path(model):
+        what = "is a file, not a checkpoint directory" if os.path.exists(model) else "not found"
+        raise EvaluateError(f"--model {model}: {what} (a local HF checkpoint directory or a hub id)")
+    from huggingface_hub import constants, snapshot_download
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    if not offline and _hub_reachable(constants.ENDPOINT):
+        return model
+    try:
+        return snapshot_download(model, local_files_only=True)
+    except Exception:
+        why = (
+            "offline (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1)"
+            if offline
+            else f"the hub ({constants.ENDPOINT}) is unreachable"
+        )
+        raise EvaluateError(
+            f"--model {model}: {why} and the model is not in the local cache; download it first or pass a "
+            "local checkpoint directory"
+        ) from None
+
+
 def _default_backend() -> str:
     import importlib.util
 
     import torch
 
     return "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "hf"
+
+
+def left_pad(seqs: list[list[int]], pad_id: int):
+    """``(input_ids, attention_mask)`` long tensors of a batch, left-padded to the longest sequence.
+
+    The one left-padding of ``model.generate`` batches (here and in the CPU harness's HF rollout).
+    """
+    import torch
+
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, width - len(seq) :] = 1
+    return ids, mask
 
 
 class _HFBackend:
@@ -198,12 +269,8 @@ class _HFBackend:
         out: list[list[str]] = []
         for start in range(0, len(prompt_ids), self.batch_size):
             batch = prompt_ids[start : start + self.batch_size]
-            width = max(map(len, batch))
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, seq in enumerate(batch):  # left padding
-                ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-                mask[i, width - len(seq) :] = 1
+            ids, mask = left_pad(batch, pad_id)
+            width = ids.shape[1]
             with torch.no_grad():
                 gen = self.model.generate(
                     input_ids=ids.to(self.device), attention_mask=mask.to(self.device), generation_config=config
@@ -250,6 +317,7 @@ def generate(
 
     if limit is not None and limit < 1:
         raise EvaluateError(f"--limit must be >= 1, got {limit}")
+    _check_dir(output_dir, "--output-dir")
     tables = {path: _read_table(path, ("data_source", "prompt")) for path in data}
     outputs = [os.path.join(output_dir, os.path.basename(p)) for p in data]
     for src, dst in zip(data, outputs, strict=True):
@@ -257,10 +325,16 @@ def generate(
             raise EvaluateError(f"--output-dir would overwrite the input {src}")
     if len(set(outputs)) != len(outputs):
         raise EvaluateError("two --data files have the same name; give them distinct names")
+    model_path = resolve_model(model)
     backend = backend or _default_backend()
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as e:  # not a checkpoint, unknown hub id, no tokenizer files
+        raise EvaluateError(f"--model {model}: cannot load a tokenizer: {e}") from None
     engine = (
-        _VLLMBackend(model, seed, tensor_parallel_size) if backend == "vllm" else _HFBackend(model, seed, batch_size)
+        _VLLMBackend(model_path, seed, tensor_parallel_size)
+        if backend == "vllm"
+        else _HFBackend(model_path, seed, batch_size)
     )
 
     for path, out_path in zip(data, outputs, strict=True):
@@ -294,7 +368,7 @@ def generate(
         result = result.replace_schema_metadata(
             {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(meta).encode()}
         )
-        _write_atomic(out_path, lambda tmp, t=result: pq.write_table(t, tmp))
+        _write(out_path, lambda tmp, t=result: pq.write_table(t, tmp))
         n = sum(len(r) for r in responses)
         print(f"{path}: {len(rows)} problems, {n} responses -> {out_path}")
     return outputs
@@ -305,19 +379,61 @@ def generate(
 # --------------------------------------------------------------------------------------
 
 
+def _read_responses(path: str) -> list[tuple]:
+    """(data_source, ground_truth, extra_info, [responses]) per row of a ``generate`` output.
+
+    Refuses, naming the file and rows: a ``responses`` column that is not a list of strings per
+    row (a plain string would be scored character by character), rows without a ground truth (they
+    would count as wrong), and rows without any response.
+    """
+    import pyarrow as pa
+
+    table = _read_table(path, ("data_source", "reward_model", "responses"))
+    rtype = table.schema.field("responses").type
+    if not (pa.types.is_list(rtype) or pa.types.is_large_list(rtype)) or not (
+        pa.types.is_string(rtype.value_type) or pa.types.is_large_string(rtype.value_type)
+    ):
+        raise EvaluateError(
+            f"{path}: column 'responses' has type {rtype} in all {table.num_rows} rows; it must be a list of "
+            "strings per row (the responses to that problem), as 'generate' writes it"
+        )
+    rows = table.to_pylist()
+    no_gt, no_resp, problems = [], [], []
+    for i, row in enumerate(rows):
+        rm = row["reward_model"]
+        gt = rm.get("ground_truth") if isinstance(rm, dict) else None
+        if gt is None or (isinstance(gt, str) and not gt.strip()) or (isinstance(gt, list) and not gt):
+            no_gt.append(i)
+        resps = row["responses"] or []
+        if not resps:
+            no_resp.append(i)
+        problems.append((row["data_source"], gt, row.get("extra_info") or {}, list(resps)))
+    if no_gt:
+        raise EvaluateError(
+            f"{path}: {_rows_text(no_gt)} (of {len(rows)}) have no ground truth (reward_model.ground_truth is "
+            "null or empty); they would count as wrong: fix or drop them"
+        )
+    if no_resp:
+        raise EvaluateError(
+            f"{path}: {_rows_text(no_resp)} (of {len(rows)}) have no responses; generate them again "
+            "(or drop those problems) so that the accuracy covers the whole benchmark"
+        )
+    return problems
+
+
 def score(responses: list[str], output: str, workers: int | None = None, timeout_s: float | None = None) -> dict:
     """Score response files and write ``results.json`` / ``results.md`` under ``output``."""
-    from verl_lpreg.reward import compute_score
+    from verl_lpreg.reward import compute_score, resolve_settings
 
+    try:
+        timeout_s, _ = resolve_settings(timeout_s, workers)
+    except ValueError as e:
+        raise EvaluateError(f"{e} (--timeout / --workers)") from None
+    _check_dir(output, "--output")
     problems = []  # (data_source, ground_truth, extra_info, [responses])
     for path in responses:
-        table = _read_table(path, ("data_source", "reward_model", "responses"))
-        for row in table.to_pylist():
-            gt = (row["reward_model"] or {}).get("ground_truth")
-            problems.append((row["data_source"], gt, row.get("extra_info") or {}, list(row["responses"] or [])))
+        problems.extend(_read_responses(path))
     jobs = [(p, r) for p, (_, _, _, resps) in enumerate(problems) for r in resps]
-    if not jobs:
-        raise EvaluateError("no responses to score")
 
     workers = workers or os.cpu_count() or 1
     done, lock, results = [0], threading.Lock(), [None] * len(jobs)
@@ -348,8 +464,6 @@ def score(responses: list[str], output: str, workers: int | None = None, timeout
     summary: dict = {}
     for source, outcomes in by_source.items():
         counts = sorted({len(o) for o in outcomes})
-        if counts[0] == 0:
-            raise EvaluateError(f"{source}: some problems have no responses")
         accs = [sum(r["score"] for r in o) / len(o) for o in outcomes]
         entry = {
             "accuracy": round(100.0 * sum(accs) / len(accs), 4),
@@ -365,7 +479,6 @@ def score(responses: list[str], output: str, workers: int | None = None, timeout
     summary["average"] = round(sum(v["accuracy"] for v in summary.values()) / len(by_source), 4)
 
     table_md = results_table(summary)
-    os.makedirs(output, exist_ok=True)
     _write_text(os.path.join(output, "results.json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
     _write_text(os.path.join(output, "results.md"), table_md)
     print(table_md, end="")

@@ -1,4 +1,4 @@
-"""The Lp-Reg policy loss (SPEC §3), as a pure function of per-token tensors.
+"""The Lp-Reg policy loss (docs/method.md §3), as a pure function of per-token tensors.
 
 Per token t with ratio ``r = exp(log_prob - old_log_prob)``, advantage ``A`` and mask ``m``:
 
@@ -29,7 +29,7 @@ K3_CLAMP = 10.0
 
 
 def k3_divergence(log_prob: torch.Tensor, target_log_prob: torch.Tensor) -> torch.Tensor:
-    """Single-sample KL estimator ``exp(y - x) - (y - x) - 1`` clamped to [-10, 10] (SPEC §3).
+    """Single-sample KL estimator ``exp(y - x) - (y - x) - 1`` clamped to [-10, 10] (docs/method.md §3).
 
     ``x = log_prob`` (the policy), ``y = target_log_prob`` (the proxy). Same as verl's
     ``low_var_kl`` in the reference fork: no clamp on ``y - x`` before the exponential, so
@@ -63,7 +63,7 @@ def select_candidates(
     log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, neg_fraction: float, pos_fraction: float
 ) -> torch.Tensor:
     """Step 2's candidates: the lowest-``log_prob`` ``neg_fraction`` of the valid negative-advantage
-    tokens, and the lowest ``pos_fraction`` of the positive ones (SPEC §3)."""
+    tokens, and the lowest ``pos_fraction`` of the positive ones (docs/method.md §3)."""
     selected = select_low_prob_tokens(log_prob, mask & (advantages < 0), neg_fraction)
     if pos_fraction > 0:
         selected |= select_low_prob_tokens(log_prob, mask & (advantages > 0), pos_fraction)
@@ -90,7 +90,7 @@ def lp_reg_policy_loss(
     global_batch_size: int | None = None,
     loss_scale_factor: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Lp-Reg loss of SPEC §3 and its metrics; same value and gradient as the reference.
+    """Lp-Reg loss of docs/method.md §3 and its metrics; same value and gradient as the reference.
 
     All tensors are ``[batch, response_length]``. ``neg_fraction`` is rho, ``pos_fraction``
     rho_pos, ``kl_coef`` beta. ``rollout_is_weights`` (verl's rollout correction) multiplies

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hydra
 
-import verl_lpreg  # noqa: F401  (registers losses, engine, trainer and the config resolvers)
-from verl_lpreg.verl_integration import check_config
+# Importing verl registers the Lp-Reg losses, engine, trainer and config resolvers (verl.plugins
+# entry point); check_config names the reason when that failed.
+from verl_lpreg.integration.checks import check_config
 
 
 @hydra.main(config_path="config", config_name="lp_reg_trainer", version_base=None)

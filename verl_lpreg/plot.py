@@ -1,11 +1,13 @@
-"""Draw the Lp-Reg paper's diagnostic figures (SPEC §6) from one or more runs' logs.
+"""Draw the Lp-Reg paper's diagnostic figures (docs/method.md §6) from one or more runs' logs.
 
     python -m verl_lpreg.plot RUN_LOG [RUN_LOG ...] --output figs/ [--labels grpo lp-reg]
 
 A RUN_LOG is any of
 
 * verl's file-logger output (``trainer.logger=[...,file]``): JSON lines
-  ``{"step": N, "data": {"metric": value, ...}}`` (``verl/utils/tracking.py`` FileLogger);
+  ``{"step": N, "data": {"metric": value, ...}}`` (``verl/utils/tracking.py`` FileLogger); a
+  history with ``{"resumed_from": N}`` lines (a resumed run, as the quick-start keeps it) is drawn
+  as one run (:func:`read_history`);
 * a TensorBoard log directory (``trainer.logger=[...,tensorboard]``, ``$TENSORBOARD_DIR``
   or ``tensorboard_log/<project>/<experiment>``), read with TensorBoard's EventAccumulator;
 * a wandb CSV export (``*.csv``): a run's history (``run.history().to_csv()``, step column
@@ -131,28 +133,76 @@ class RunLog:
         return next((n for n in names if self.metrics.get(n)), None)
 
 
-def _read_jsonl(path: Path, warnings: list[str]) -> RunLog:
-    run = RunLog(label=path.stem, source=str(path))
-    n_records = 0
+#: A line ``{"resumed_from": N}`` in a file-logger history: the run resumed from its step-N
+#: checkpoint; the rows logged before it for steps later than N are superseded (see
+#: :func:`read_history`). ``examples/quickstart`` writes it when it resumes a run.
+RESUME_MARKER = "resumed_from"
+
+
+def _int_step(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def read_history(path: str | os.PathLike, warnings: list[str] | None = None) -> list[tuple[int, dict]]:
+    """``[(step, data), ...]`` of a verl file-logger JSONL, one entry per step, in step order.
+
+    The one reader of these files (also ``examples/quickstart/progress.py``). Records of the same
+    step are merged (a later value wins); a :data:`RESUME_MARKER` line drops the earlier records of
+    steps after the resumed checkpoint, so a resumed run reads as one run. A line that is not valid
+    JSON (e.g. the last one of a run killed mid-write, or one still being written) is skipped with a
+    warning appended to ``warnings``. Raises :class:`PlotError` for a binary file, a record that is
+    not ``{"step": N, "data": {...}}``, or a step that is not an integer.
+    """
+    path = Path(path)
+    rows: dict[int, dict] = {}
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
+            if b"\0" in raw:
+                raise PlotError(
+                    f"{path}:{lineno}: binary data, not a verl file-logger .jsonl "
+                    "(pass a .jsonl file, a TensorBoard directory or a wandb .csv)"
+                )
             try:
-                rec = json.loads(raw)
+                rec = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise PlotError(f"{path}:{lineno}: not UTF-8 text; not a verl file-logger .jsonl") from None
             except json.JSONDecodeError:
-                # a run killed mid-write leaves a truncated last line: skip it, say so
-                warnings.append(f"{path}:{lineno}: not valid JSON, line skipped")
+                if warnings is not None:
+                    warnings.append(f"{path}:{lineno}: not valid JSON, line skipped")
+                continue
+            if isinstance(rec, dict) and set(rec) == {RESUME_MARKER}:
+                resumed = _int_step(rec[RESUME_MARKER])
+                if resumed is None:
+                    raise PlotError(f"{path}:{lineno}: {RESUME_MARKER} {rec[RESUME_MARKER]!r} is not an integer step")
+                rows = {s: d for s, d in rows.items() if s <= resumed}
                 continue
             if not (isinstance(rec, dict) and "step" in rec and isinstance(rec.get("data"), dict)):
                 raise PlotError(
                     f'{path}:{lineno}: not a verl file-logger record (expected {{"step": N, "data": {{...}}}})'
                 )
-            n_records += 1
-            for name, value in rec["data"].items():
-                run.add(name, rec["step"], value)
-    if n_records == 0:
+            step = _int_step(rec["step"])
+            if step is None:
+                raise PlotError(f"{path}:{lineno}: step {rec['step']!r} is not an integer")
+            rows.setdefault(step, {}).update(rec["data"])
+    return sorted(rows.items())
+
+
+def _read_jsonl(path: Path, warnings: list[str]) -> RunLog:
+    run = RunLog(label=path.stem, source=str(path))
+    history = read_history(path, warnings)
+    if not history:
         raise PlotError(f"{path}: no records (an empty or unreadable verl file-logger log)")
+    for step, data in history:
+        for name, value in data.items():
+            run.add(name, step, value)
     return run
 
 
@@ -190,13 +240,16 @@ def _float_or_none(text: str) -> float | None:
 
 
 def _read_wandb_csv(path: Path) -> list[RunLog]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise PlotError(f"{path}: empty CSV") from None
-        rows = list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise PlotError(f"{path}: empty CSV") from None
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise PlotError(f"{path}: not a CSV text file ({type(e).__name__}: {e})") from None
     step_col = next((c for c in CSV_STEP_COLUMNS if c in header), None)
     if step_col is None:
         raise PlotError(f"{path}: no step column in the CSV header (looked for {', '.join(CSV_STEP_COLUMNS)})")

@@ -1,4 +1,4 @@
-"""The denoised proxy distribution of Lp-Reg (SPEC §2).
+"""The denoised proxy distribution of Lp-Reg (docs/method.md §2).
 
 For one position with raw logits ``z`` (the policy that generated the rollout, pi_old) and
 ``p = softmax(z)`` the proxy keeps token ``v`` iff
@@ -57,11 +57,11 @@ _DEVICE_CHUNK_BYTES = 1 << 30
 class ProxyStats(NamedTuple):
     """Per-token outputs of one proxy pass (all float32, shaped like ``token_ids``).
 
-    ``proxy_log_prob``: log pi_proxy of the token (SPEC §2).
+    ``proxy_log_prob``: log pi_proxy of the token (docs/method.md §2).
     ``threshold_margin``: ``threshold - z_o`` in raw-logit units, where the token is kept iff
     ``z_o >= threshold``: positive exactly for tokens outside the proxy's support. In ``minp``
     mode ``threshold = max(z) + log(kappa)``, so ``log(kappa * p_max)`` follows from it and the
-    token's log-prob without another pass (SPEC §6 diagnostics).
+    token's log-prob without another pass (docs/method.md §6 diagnostics).
     """
 
     proxy_log_prob: torch.Tensor
@@ -100,7 +100,7 @@ def min_p_proxy_stats(
     soft: bool = False,
     temperature: float | torch.Tensor = 1.0,
 ) -> ProxyStats:
-    """Proxy log-prob of ``token_ids`` and its threshold margin, in one streaming pass (SPEC §2).
+    """Proxy log-prob of ``token_ids`` and its threshold margin, in one streaming pass (docs/method.md §2).
 
     ``temperature`` is a float or a tensor broadcastable to ``token_ids`` (per-token
     temperatures, as verl's remove-padding path carries them). Computed in float32
@@ -238,12 +238,12 @@ def min_p_proxy_log_prob(
     soft: bool = False,
     temperature: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
-    """Log-prob of ``token_ids`` under the min-p proxy of ``logits`` (SPEC §2), float32.
+    """Log-prob of ``token_ids`` under the min-p proxy of ``logits`` (docs/method.md §2), float32.
 
     ``logits`` ``[..., V]`` are raw (not temperature-scaled); ``token_ids`` ``[...]``.
     ``mode="minp"`` keeps ``p_v >= min_p * p_max``; ``mode="fixed"`` keeps ``p_v >= min_p``.
     Removed tokens' logits become -1e4 (or the row minimum with ``soft=True``); the result
     is ``log_softmax(filtered / temperature)`` read at ``token_ids``. A sampled token that was
-    removed gets about ``-1e4 / temperature``: it is noise and never regularised (SPEC §3).
+    removed gets about ``-1e4 / temperature``: it is noise and never regularised (docs/method.md §3).
     """
     return min_p_proxy_stats(logits, token_ids, min_p, mode=mode, soft=soft, temperature=temperature).proxy_log_prob

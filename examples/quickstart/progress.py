@@ -1,7 +1,15 @@
-"""Follow verl's file-logger output (metrics.jsonl) and print one line per step; summarise a run.
+"""Follow verl's file-logger output and print one line per step; keep and summarise a run's history.
 
-python3 progress.py follow  --metrics M.jsonl --pid PID [--steps N]   # until PID exits
+python3 progress.py follow  --metrics SEG.jsonl --pid PID [--parent PID] [--steps N]   # until PID exits
+python3 progress.py begin   --history M.jsonl --segment SEG.jsonl [--resumed-from N]
+python3 progress.py fold    --history M.jsonl --segment SEG.jsonl
 python3 progress.py summary --metrics M.jsonl [--steps N] [--ckpt DIR] [--wall S] [--startup S]
+
+``begin`` appends a segment left by a killed run to the history, then starts a fresh history, or
+(``--resumed-from N``) appends the marker ``{"resumed_from": N}``; ``fold`` appends the segment's
+complete lines to the history and removes it. Files are read with ``verl_lpreg.plot.read_history``
+(the one reader: a resumed run reads as one run). ``follow --parent``: if that process (the
+calling script) disappears, e.g. SIGKILLed, the training process group ``--pid`` is stopped.
 """
 
 from __future__ import annotations
@@ -10,34 +18,28 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 
-REWARD = "critic/score/mean"
-ENTROPY = "actor/entropy"
-REG_FRACTION = "actor/lp_reg/reg_fraction"  # verl prefixes the loss's metrics with actor/
-GRAD_NORM = "actor/grad_norm"
-STEP_TIME = "timing_s/step"
+from verl_lpreg.names import ENTROPY_METRIC as ENTROPY
+from verl_lpreg.names import GRAD_NORM_METRIC as GRAD_NORM
+from verl_lpreg.names import REG_FRACTION_METRIC as REG_FRACTION
+from verl_lpreg.names import REWARD_METRIC as REWARD
+from verl_lpreg.names import STEP_TIME_METRIC as STEP_TIME
+from verl_lpreg.names import VALIDATION_PREFIX
+from verl_lpreg.plot import RESUME_MARKER, PlotError, read_history
 
 
-def read_records(path: str) -> list[dict]:
-    out = []
+def read_records(path: str) -> list[tuple[int, dict]]:
+    """(step, data) per step of a file-logger file (``[]`` while it does not exist yet)."""
     if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line being written
-                break
-    return out
+        return []
+    return read_history(path)
 
 
 def val_acc(data: dict) -> float | None:
-    vals = [v for k, v in data.items() if k.startswith("val-core/") and "/acc/" in k]
+    vals = [v for k, v in data.items() if k.startswith(VALIDATION_PREFIX) and "/acc/" in k]
     return sum(vals) / len(vals) if vals else None
 
 
@@ -63,16 +65,67 @@ def follow(args) -> int:
     seen = 0
     while True:
         alive = _alive(args.pid)
-        recs = read_records(args.metrics)
+        if args.parent and os.getppid() != args.parent:  # the script is gone: take the training with it
+            _stop_group(args.pid)
+            return 1
+        try:
+            recs = read_records(args.metrics)
+        except PlotError as e:
+            print(f"[train] cannot read {args.metrics}: {e}", flush=True)
+            recs = []
         if recs and not seen and args.mark:
             with open(args.mark, "w") as f:
                 f.write(str(time.time()))
-        for r in recs[seen:]:
-            print("[train] " + step_line(r["step"], r["data"], args.steps), flush=True)
+        for step, data in recs[seen:]:
+            print("[train] " + step_line(step, data, args.steps), flush=True)
         seen = max(seen, len(recs))
         if not alive:
             return 0
         time.sleep(0.5)
+
+
+def _stop_group(pgid: int, grace_s: float = 20.0) -> None:
+    """SIGTERM the process group, SIGKILL what is left after ``grace_s``."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def fold(args) -> int:
+    """Append the segment's complete lines to the history; remove the segment."""
+    if not os.path.exists(args.segment):
+        return 0
+    with open(args.segment, "rb") as f:
+        data = f.read()
+    data = data[: data.rfind(b"\n") + 1]  # a line cut by a kill is dropped
+    if data:
+        with open(args.history, "ab") as f:
+            f.write(data)
+    os.unlink(args.segment)
+    return 0
+
+
+def begin(args) -> int:
+    fold(args)
+    if args.resumed_from is None:
+        if os.path.exists(args.history):
+            os.unlink(args.history)
+        return 0
+    with open(args.history, "ab") as f:
+        f.write(json.dumps({RESUME_MARKER: args.resumed_from}).encode() + b"\n")
+    return 0
 
 
 def _alive(pid: int) -> bool:
@@ -94,10 +147,10 @@ def _mean(xs):
 
 def summary(args) -> int:
     recs = read_records(args.metrics)
-    train = [(r["step"], r["data"]) for r in recs if REWARD in r["data"]]
-    vals = [(r["step"], val_acc(r["data"])) for r in recs if val_acc(r["data"]) is not None]
+    train = [(s, d) for s, d in recs if REWARD in d]
+    vals = [(s, val_acc(d)) for s, d in recs if val_acc(d) is not None]
     print("=" * 72)
-    print(f"[summary] {len(train)} training steps logged to {args.metrics}")
+    print(f"[summary] {len(train)} training steps logged to {args.metrics} (the whole run, resumes included)")
     if train:
         k = max(1, min(3, len(train) // 2))
         first, last = train[:k], train[-k:]
@@ -137,16 +190,26 @@ def summary(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["follow", "summary"])
-    p.add_argument("--metrics", required=True)
+    p.add_argument("mode", choices=["follow", "begin", "fold", "summary"])
+    p.add_argument("--metrics", help="follow: the segment file; summary: the history")
+    p.add_argument("--history", help="begin/fold: the run's metrics history")
+    p.add_argument("--segment", help="begin/fold: what the current training process logs")
+    p.add_argument("--resumed-from", type=int, help="begin: the checkpoint step the run resumes from")
     p.add_argument("--pid", type=int)
+    p.add_argument("--parent", type=int, help="follow: stop the training when this process is gone")
     p.add_argument("--steps", type=int)
     p.add_argument("--ckpt")
     p.add_argument("--wall", type=float)
     p.add_argument("--startup", type=float)
     p.add_argument("--mark", help="follow: write the time of the first metrics record to this file")
     args = p.parse_args(argv)
-    return follow(args) if args.mode == "follow" else summary(args)
+    try:
+        return {"follow": follow, "begin": begin, "fold": fold, "summary": summary}[args.mode](args)
+    except KeyboardInterrupt:
+        return 130
+    except PlotError as e:
+        print(f"[error] {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 #
 #   MODEL_PATH=/models/Qwen2.5-0.5B bash examples/quickstart/run_gpu_smoke.sh
 #
-# Data: DATA_DIR (default $HOME/data/lp_reg) holds what `python -m data_prep all` writes; when
+# Data: DATA_DIR (default $HOME/data/lp_reg) holds what `python -m verl_lpreg.data_prep all` writes; when
 # dapo_math_17k.parquet / math500.parquet are missing they are built there from the Hub
 # (data_prep, needs hub access). Only TRAIN_SAMPLES / VAL_SAMPLES rows are used.
 # Needs the `gpu` extra (pip install -e ".[gpu]": verl[vllm]). Extra arguments go to main_ppo
@@ -47,26 +47,10 @@ if ! "$PYTHON" -c "import vllm" 2>/dev/null; then
 fi
 
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export VERL_FILE_LOGGER_PATH="$METRICS"
 export TOKENIZERS_PARALLELISM=false
 export HYDRA_FULL_ERROR=1
 export RAY_USAGE_STATS_ENABLED=0
 
-t0=$(date +%s)
-for dataset in dapo-math-17k math500; do
-  file="$DATA_DIR/${dataset//-/_}.parquet"
-  if [[ ! -f "$file" ]]; then
-    echo "[data] $file missing: building it with data_prep"
-    (cd "$REPO" && "$PYTHON" -m data_prep "$dataset" --output "$file")
-  fi
-done
-if [[ -f "$CKPT_DIR/latest_checkpointed_iteration.txt" ]]; then
-  echo "[resume] from $CKPT_DIR"
-  lpreg_quickstart_keep_metrics
-fi
-t_prep=$(date +%s)
-
-echo "Lp-Reg GRPO with verl main_ppo on one GPU (vLLM): $STEPS steps of $BATCH x $N; full log: $LOG"
 ARGS=(
   algorithm.adv_estimator=grpo
   data.train_files="$DATA_DIR/dapo_math_17k.parquet"
@@ -108,5 +92,21 @@ ARGS=(
   trainer.max_actor_ckpt_to_keep=1
   +ray_kwargs.ray_init.include_dashboard=false
 )
+lpreg_quickstart_check "${ARGS[@]}" "$@"
+
+t0=$(date +%s)
+for dataset in dapo-math-17k math500; do
+  file="$DATA_DIR/${dataset//-/_}.parquet"
+  if [[ ! -f "$file" ]]; then
+    echo "[data] $file missing: building it with data_prep"
+    (cd "$REPO" && "$PYTHON" -m verl_lpreg.data_prep "$dataset" --output "$file")
+  fi
+done
+if [[ -f "$CKPT_DIR/latest_checkpointed_iteration.txt" ]]; then
+  echo "[resume] from $CKPT_DIR"
+fi
+t_prep=$(date +%s)
+
+echo "Lp-Reg GRPO with verl main_ppo on one GPU (vLLM): $STEPS steps of $BATCH x $N; full log: $LOG"
 
 lpreg_quickstart_train "${ARGS[@]}" "$@"

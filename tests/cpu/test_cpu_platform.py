@@ -78,6 +78,7 @@ def test_process_group_engine_and_rollout_registries():
         cls = EngineRegistry.get_engine_cls("language_model", "fsdp2")
         from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
         assert issubclass(cls, FSDPEngineWithLMHead), cls
+        assert cls.__name__ == "LpRegFSDPEngine", cls  # the harness registers it for its vendor "cpu"
         from verl.workers.rollout.replica import get_rollout_replica_class
         from verl.workers.rollout.base import get_rollout_class
         assert get_rollout_replica_class("hf").__name__ == "HFRolloutReplica"
@@ -117,8 +118,11 @@ def test_explicit_late_import_replaces_platform():
 def test_refuses_other_verl_versions():
     proc = subprocess.run(
         [sys.executable, "-c", "import verl; verl.__version__ = '0.9.0'; import verl_lpreg.cpu"],
-        # a fresh process where nothing has imported verl_lpreg.cpu yet (the plugin would, with VERL_PLATFORM=cpu)
-        env={**{k: v for k, v in os.environ.items() if k != "VERL_PLATFORM"}, "PYTHONPATH": str(REPO)},
+        # a fresh process where nothing has imported verl_lpreg.cpu yet
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("VERL_PLATFORM", "VERL_USE_EXTERNAL_MODULES")},
+            "PYTHONPATH": str(REPO),
+        },
         capture_output=True,
         text=True,
         timeout=300,

@@ -11,7 +11,7 @@ pytest.importorskip("verl")
 
 import torch  # noqa: E402
 
-from verl_lpreg.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.cpu.tiny_model import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

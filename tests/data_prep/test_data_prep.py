@@ -1,4 +1,4 @@
-"""Tests of data_prep (SPEC §4, §5b) on the committed fixtures (tests/fixtures/data_prep/),
+"""Tests of data_prep (docs/method.md §4, §5b) on the committed fixtures (tests/fixtures/data_prep/),
 which follow each source's real schema."""
 
 import json
@@ -10,11 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-import data_prep
-from data_prep import DATASETS
-from data_prep.__main__ import main
-from data_prep.core import (
+from verl_lpreg.data_prep import DATASETS
+from verl_lpreg.data_prep.__main__ import main
+from verl_lpreg.data_prep.core import (
     BOXED_INSTRUCTION,
     DATA_SOURCES,
     PASSTHROUGH_CHAT_TEMPLATE,
@@ -23,7 +21,9 @@ from data_prep.core import (
     DataPrepError,
     prepare,
 )
-from data_prep.dapo_math import DAPO_PREFIX, DAPO_SUFFIX
+from verl_lpreg.data_prep.dapo_math import DAPO_PREFIX, DAPO_SUFFIX
+
+from verl_lpreg import data_prep
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data_prep"
 REPO = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_r1_prompt_is_the_reference_text_and_chat_prompt_is_plain(tmp_path):
 def test_passthrough_chat_template_renders_the_content_verbatim(tmp_path):
     from transformers import AutoTokenizer
 
-    from verl_lpreg.tiny_model import build_tiny_model
+    from verl_lpreg.cpu.tiny_model import build_tiny_model
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny"))
     out = tmp_path / "a.parquet"
@@ -168,7 +168,7 @@ def test_no_usable_row_is_an_error_and_writes_nothing(tmp_path):
 
 
 def test_hub_sources_use_the_spec_ids_configs_and_both_aime25_halves(tmp_path, monkeypatch):
-    """`all` loads each default Hub id with the config/split of SPEC §5b (datasets is faked)."""
+    """`all` loads each default Hub id with the config/split of docs/method.md §5b (datasets is faked)."""
     import datasets
 
     files = {
@@ -260,13 +260,14 @@ def test_cli_errors_name_the_problem_and_exit_nonzero(tmp_path, capsys, argv, me
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_cli_end_to_end_prints_the_row_count(tmp_path):
+@pytest.mark.parametrize("module", ["verl_lpreg.data_prep", "data_prep"])  # installed; in a clone
+def test_cli_end_to_end_prints_the_row_count(tmp_path, module):
     out = tmp_path / "m.parquet"
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "data_prep",
+            module,
             "math500",
             "--source",
             str(FIXTURES / "math500.jsonl"),
@@ -282,3 +283,72 @@ def test_cli_end_to_end_prints_the_row_count(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"math500: wrote 3 rows to {out}" in proc.stdout
     assert len(_rows(out)) == 3
+
+
+def _olympiad_row(rid, final_answer):
+    return {"id": rid, "question": f"Question {rid}?", "final_answer": final_answer, "context": None}
+
+
+def test_integer_olympiad_answer_is_accepted_and_an_empty_one_among_several_is_an_error(tmp_path, capsys):
+    src = tmp_path / "o.jsonl"
+    rows = [_olympiad_row(1, 7), _olympiad_row(2, [3, "$5$"]), _olympiad_row(3, 2.5), _olympiad_row(4, [])]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o.parquet"
+    prepare(DATASETS["olympiadbench"], str(out), source=str(src))
+    assert [r["reward_model"]["ground_truth"] for r in _rows(out)] == ["7", "3 ||| 5", "2.5"]
+    assert "without an answer (ids: 4)" in capsys.readouterr().err
+
+    src.write_text(json.dumps(_olympiad_row(9, ["$3$", ""])) + "\n" + json.dumps(_olympiad_row(10, ["1", None])) + "\n")
+    assert main(["olympiadbench", "--source", str(src), "--output", str(tmp_path / "bad.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "row 0" in err and "every answer must be a non-empty string" in err
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_lone_surrogate_in_the_source_is_a_clear_error(tmp_path, capsys):
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"id": 1, "problem": "What is \\ud800 1+1?", "answer": "2"}\n')  # valid JSON, invalid text
+    assert main(["aime24", "--source", str(src), "--output", str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "row 1: the problem holds '\\\\ud800'" in err and "lone surrogate" in err
+    assert "Traceback" not in err and not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.parametrize("where", ["dir", "under_file"])
+def test_output_naming_a_directory_or_under_a_file_is_a_clear_error(tmp_path, capsys, where):
+    (tmp_path / "afile").write_text("keep")
+    output = tmp_path if where == "dir" else tmp_path / "afile" / "o.parquet"
+    assert main(["aime24", "--source", str(FIXTURES / "aime24.jsonl"), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    expected = "is a directory; give a file name" if where == "dir" else "afile is a file, not a directory"
+    assert err.startswith("error: --output ") and expected in err
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+@pytest.mark.parametrize("source", ["aime24.parqet", "data/aime24.jsonl", "./aime", "a/b/c"])
+def test_typod_relative_source_that_looks_like_a_file_is_a_missing_file_not_a_hub_id(
+    tmp_path, capsys, monkeypatch, source
+):
+    import datasets
+
+    def no_hub(*a, **k):
+        raise AssertionError("the Hub must not be tried")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    monkeypatch.chdir(tmp_path)
+    assert main(["aime24", "--source", source, "--output", "o.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert f"source file not found: {source} (" in err and "not looked up on the Hub" in err
+
+
+def test_output_permissions_follow_the_umask_and_the_replaced_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "o.parquet"
+        prepare(DATASETS["aime24"], str(out), source=str(FIXTURES / "aime24.jsonl"))
+        assert os.stat(out).st_mode & 0o777 == 0o644
+        os.chmod(out, 0o664)
+        prepare(DATASETS["aime24"], str(out), source=str(FIXTURES / "aime24.jsonl"))
+        assert os.stat(out).st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)

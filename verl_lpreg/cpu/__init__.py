@@ -13,7 +13,9 @@ It is never imported by the GPU code path. What it does:
    FSDP engine, which is registered for cuda/npu only but runs unchanged on CPU tensors;
 3. registers the ``"hf"`` rollout (transformers ``generate``) in ``RolloutReplicaRegistry``
    (verl/workers/rollout/replica.py) and ``_ROLLOUT_REGISTRY`` (verl/workers/rollout/base.py);
-4. patches two verl internals: the process-group backend string (:func:`_patch_process_group_backend`)
+4. registers the Lp-Reg engine for the vendor of this platform (``"cpu"``), as the product does for
+   nvidia and huawei (:data:`verl_lpreg.integration.registry.ENGINE_VENDORS`);
+5. patches two verl internals: the process-group backend string (:func:`_patch_process_group_backend`)
    and the pinned CPU offload of forward-only FSDP2 engines (:func:`_patch_fsdp2_offload_pinning`).
 
 The hydra overrides a CPU run needs are in :data:`CPU_OVERRIDES` (and examples/quickstart/run_cpu.sh).
@@ -128,6 +130,10 @@ def _patch_fsdp2_offload_pinning() -> None:
 
 
 _patch_fsdp2_offload_pinning()  # after the platform exists: the module resolves it at import
+
+from verl_lpreg.integration.registry import register_engine  # noqa: E402
+
+register_engine({"cuda": ["cpu"]})
 
 
 #: Hydra overrides for verl's ``ppo_trainer`` config that a CPU run needs (one process, one "GPU"),

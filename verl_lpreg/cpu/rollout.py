@@ -34,6 +34,8 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from verl_lpreg.evaluate import left_pad
+
 logger = logging.getLogger(__name__)
 
 SERVER_NAME_PREFIX = "hf_"
@@ -242,13 +244,8 @@ class HFRolloutServer:
         from transformers import GenerationConfig
 
         temperature, top_p, top_k, ignore_eos, max_tokens = key
-        width = max(len(r["prompt_ids"]) for r in reqs)
-        input_ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(reqs), width), dtype=torch.long)
-        for i, r in enumerate(reqs):  # left padding
-            n = len(r["prompt_ids"])
-            input_ids[i, width - n :] = torch.tensor(r["prompt_ids"], dtype=torch.long)
-            attention_mask[i, width - n :] = 1
+        input_ids, attention_mask = left_pad([r["prompt_ids"] for r in reqs], self.pad_id)
+        width = input_ids.shape[1]
         do_sample = temperature > 0
         gen_cfg = GenerationConfig(
             max_new_tokens=max_tokens,

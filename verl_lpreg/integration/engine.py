@@ -1,0 +1,91 @@
+"""verl's FSDP/FSDP2 language-model engine that also returns the min-p proxy of every token.
+
+When a micro-batch asks for it (non-tensor key :data:`~verl_lpreg.names.REQUEST_MIN_P`, set by
+the trainer for the old-log-prob forward), :class:`LpRegFSDPEngine` reads the raw logits of that
+forward and returns the proxy log-prob of every token (and, when asked, its threshold margin) in
+the layout of verl's ``log_probs``: no second forward, and the logits are never copied.
+Otherwise it is verl's engine, unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributed.tensor import DTensor
+from verl.utils import tensordict_utils as tu
+from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+from verl_lpreg.names import MARGIN_FIELD, PROXY_FIELD, REQUEST_MARGIN, REQUEST_MIN_P, REQUEST_MODE, REQUEST_SOFT
+from verl_lpreg.proxy import min_p_proxy_stats
+
+
+def proxy_request(lp_reg, *, margin: bool = False) -> dict[str, Any]:
+    """Non-tensor entries that ask :class:`LpRegFSDPEngine` for the proxy of ``lp_reg``'s filter
+    (an ``LpRegConfig``); ``margin`` also asks for the threshold margin."""
+    return {
+        REQUEST_MIN_P: lp_reg.min_p,
+        REQUEST_MODE: lp_reg.proxy_mode,
+        REQUEST_SOFT: lp_reg.soft,
+        REQUEST_MARGIN: margin,
+    }
+
+
+def _read_request(micro_batch) -> dict | None:
+    min_p = tu.get_non_tensor_data(data=micro_batch, key=REQUEST_MIN_P, default=None)
+    if min_p is None:
+        return None
+    return {
+        "min_p": float(min_p),
+        "mode": tu.get_non_tensor_data(data=micro_batch, key=REQUEST_MODE, default="minp"),
+        "soft": bool(tu.get_non_tensor_data(data=micro_batch, key=REQUEST_SOFT, default=False)),
+        "margin": bool(tu.get_non_tensor_data(data=micro_batch, key=REQUEST_MARGIN, default=False)),
+    }
+
+
+class LpRegFSDPEngine(FSDPEngineWithLMHead):
+    """verl's FSDP engine that also returns the min-p proxy when a micro-batch asks for it."""
+
+    def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
+        request = _read_request(micro_batch)
+        model_output = super().prepare_model_outputs(output, output_args, micro_batch, logits_processor_func)
+        if request is None:
+            return model_output
+        if tu.get_non_tensor_data(data=micro_batch, key="use_fused_kernels", default=False):
+            raise RuntimeError(
+                "Lp-Reg needs the logits of the old-log-prob forward, and fused kernels never materialise "
+                "them: set actor_rollout_ref.model.use_fused_kernels=False"
+            )
+        model_output.update(self._proxy_outputs(output, output_args, micro_batch, request))
+        return model_output
+
+    def _proxy_outputs(self, output, output_args, micro_batch, request) -> dict[str, torch.Tensor]:
+        """Proxy stats of every token, packed like verl's ``log_probs`` (nested, full sequence)."""
+        logits = output.logits
+        if isinstance(logits, DTensor):
+            logits = logits.full_tensor()
+        cu_seqlens = micro_batch["input_ids"].offsets()
+        filter_args = {"mode": request["mode"], "soft": request["soft"]}
+        if tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True):
+            stats = min_p_proxy_stats(
+                logits.squeeze(0),
+                output_args["input_ids_rmpad_rolled"],
+                request["min_p"],
+                temperature=output_args["temperature_rmpad"],
+                **filter_args,
+            )
+            packed = [self._gather_and_unpad_packed(t, output_args["pad_size"]) for t in stats]
+        else:
+            # Padded (bsz, seqlen, V) logits: compute on the padded grid, keep the valid positions
+            # in row-major order, which is the order of verl's packed log_probs.
+            seq_lengths = cu_seqlens.diff()
+            valid = torch.arange(logits.shape[1], device=logits.device) < seq_lengths.unsqueeze(1)
+            labels = torch.zeros(valid.shape, dtype=torch.long, device=logits.device)
+            labels[valid] = output_args["input_ids_rmpad_rolled"]
+            temperature = output_args["temperature"].unsqueeze(1).expand(valid.shape)
+            stats = min_p_proxy_stats(logits, labels, request["min_p"], temperature=temperature, **filter_args)
+            packed = [t[valid] for t in stats]
+        outputs = {PROXY_FIELD: torch.nested.nested_tensor_from_jagged(packed[0], cu_seqlens)}
+        if request["margin"]:
+            outputs[MARGIN_FIELD] = torch.nested.nested_tensor_from_jagged(packed[1], cu_seqlens)
+        return outputs

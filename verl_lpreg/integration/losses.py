@@ -1,0 +1,117 @@
+"""The ``lp_reg`` and ``high_entropy`` policy losses, and the actor loss that feeds them.
+
+verl's ``ppo_loss`` hands a registered policy loss only its fixed tensors (old and current
+log-probs, advantages, response mask). :func:`extended_ppo_loss` puts the micro-batch's extra
+per-token inputs (the proxy, the trainer's masks) in a context variable, as padded response
+tensors, and calls verl's own ``ppo_loss`` (entropy bonus, KL loss, global-batch normalisation
+unchanged); the registered functions read them from there and fail loudly when they are missing.
+
+Our verl-dependent modules are imported where they are used (see :mod:`verl_lpreg.integration.registry`).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+import torch
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
+
+from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, PROXY_FIELD, TRAINER_MODE
+
+#: Extra per-token inputs the registered losses read: fields in the layout of verl's ``log_probs``
+#: (packed full sequences, sliced here as ``ppo_loss`` slices ``log_probs``) and response-aligned ones.
+FULL_SEQUENCE_INPUTS = (PROXY_FIELD,)
+RESPONSE_INPUTS = (CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD)
+
+_loss_inputs: ContextVar[dict | None] = ContextVar("verl_lpreg_loss_inputs", default=None)
+
+
+def extended_ppo_loss(config, model_output, data, dp_group=None):
+    """verl's ``ppo_loss`` with the micro-batch's extra per-token inputs made visible to the
+    registered ``lp_reg``/``high_entropy`` losses (same signature as ``ppo_loss``)."""
+    extras = {}
+    for field in FULL_SEQUENCE_INPUTS:
+        if field in data.keys():
+            extras[field] = no_padding_2_padding(data[field], data)
+    for field in RESPONSE_INPUTS:
+        if field in data.keys():
+            extras[field] = data.select(field).to_padded_tensor()[field]
+    token = _loss_inputs.set(extras)
+    try:
+        return ppo_loss(config, model_output, data, dp_group)
+    finally:
+        _loss_inputs.reset(token)
+
+
+def _extra_input(field: str, like: torch.Tensor, loss_mode: str) -> torch.Tensor:
+    extras = _loss_inputs.get()
+    if extras is None or field not in extras:
+        raise RuntimeError(
+            f"loss_mode={loss_mode} needs the per-token tensor {field!r} in the batch, and it is missing. "
+            f"Run with `python -m verl_lpreg.main_ppo`, or set trainer.v1.trainer_mode={TRAINER_MODE} "
+            "with verl's main_ppo: that trainer computes it and installs the loss that passes it on."
+        )
+    value = extras[field]
+    if value.shape != like.shape:
+        raise RuntimeError(f"batch field {field!r} has shape {tuple(value.shape)}, expected {tuple(like.shape)}")
+    return value.to(like.device)
+
+
+def _clip_ratios(config) -> tuple[float, float]:
+    low = config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio
+    high = config.clip_ratio_high if config.clip_ratio_high is not None else config.clip_ratio
+    return low, high
+
+
+def compute_policy_loss_lp_reg(
+    old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
+):
+    """Registered ``lp_reg`` loss: :func:`verl_lpreg.loss.lp_reg_policy_loss` (docs/method.md §3) with the
+    actor config's clip ratios, ``policy_loss.lp_reg`` group and global-batch normalisation."""
+    from verl_lpreg.config import LpRegConfig, policy_loss_group
+    from verl_lpreg.loss import lp_reg_policy_loss
+
+    lp = policy_loss_group(config.policy_loss, "lp_reg", LpRegConfig)
+    clip_low, clip_high = _clip_ratios(config)
+    candidates = _extra_input(CANDIDATES_FIELD, log_prob, "lp_reg").bool() if lp.selection == "batch" else None
+    return lp_reg_policy_loss(
+        old_log_prob,
+        log_prob,
+        _extra_input(PROXY_FIELD, log_prob, "lp_reg").float(),
+        advantages,
+        response_mask,
+        neg_fraction=lp.neg_fraction,
+        pos_fraction=lp.pos_fraction,
+        kl_coef=lp.kl_coef,
+        clip_ratio_low=clip_low,
+        clip_ratio_high=clip_high,
+        loss_agg_mode=loss_agg_mode,
+        rollout_is_weights=rollout_is_weights,
+        candidates=candidates,
+        **config.global_batch_info,
+    )
+
+
+def compute_policy_loss_high_entropy(
+    old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
+):
+    """Registered ``high_entropy`` loss (80/20 baseline): the clipped PPO loss on the batch's
+    top-``top_fraction`` entropy tokens only (mask computed once per batch by the trainer)."""
+    from verl_lpreg.high_entropy import high_entropy_policy_loss
+
+    if rollout_is_weights is not None:
+        raise ValueError("loss_mode=high_entropy does not support rollout correction weights")
+    clip_low, clip_high = _clip_ratios(config)
+    return high_entropy_policy_loss(
+        old_log_prob,
+        log_prob,
+        advantages,
+        response_mask,
+        _extra_input(HIGH_ENTROPY_MASK_FIELD, log_prob, "high_entropy").bool(),
+        clip_ratio_low=clip_low,
+        clip_ratio_high=clip_high,
+        clip_ratio_c=config.get("clip_ratio_c", 3.0),
+        loss_agg_mode=loss_agg_mode,
+        **config.global_batch_info,
+    )
