@@ -355,7 +355,7 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
         ("model", f"Qwen3-shaped, {report['parameters']:,} parameters, vocab {report['size']['vocab_size']}"),
         (
             "batch",
-            f"{report['size']['samples']} x ({report['size']['prompt_len']} + {report['size']['response_len']}) "
+            f"{report['size']['samples']} x (up to {report['size']['prompt_len']} + {report['size']['response_len']}) "
             f"tokens, {report['size']['tokens_per_micro_batch']} per micro-batch",
         ),
         ("proxy", f"{bench['ms']:.1f} ms, {bench['gb_per_s']:.0f} GB/s{pct}{syncs}"),

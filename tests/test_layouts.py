@@ -70,6 +70,7 @@ def build_model(path):
 
     build_tiny_model(path, architecture="qwen3", vocab_size=VOCAB, hidden_size=32, num_layers=2, head_dim=16, seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    assert type(model).__name__ == "Qwen3ForCausalLM" and model.config.vocab_size == VOCAB
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 20.0)
     model.config.tie_word_embeddings = False
     model.save_pretrained(path)
