@@ -182,7 +182,7 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
         output["response_mask"] = batch["response_mask"]
         for key, field in (("proxy", PROXY_FIELD), ("log_probs", "log_probs")):
             result[key] = [t.clone() for t in response_from_nested(output[field], batch["response_mask"]).unbind()]
-    result["calls"] = calls
+    result["calls"] = list(calls)  # the old-log-prob forward's micro-batches only
 
     params = list(worker.actor.engine.module.parameters())
     start = [p.detach().to_local().clone() if hasattr(p, "to_local") else p.detach().clone() for p in params]
@@ -231,7 +231,7 @@ def _record_proxy_inputs(engine_cls):
     calls = []
     real = engine_cls._proxy_outputs
 
-    def recording(self, output, output_args, micro_batch, request):
+    def recording(self, output, output_args, micro_batch, request, **kwargs):
         logits = output.logits
         logits = (logits.full_tensor() if hasattr(logits, "full_tensor") else logits).detach().squeeze(0)
         labels = output_args["input_ids_rmpad_rolled"]
@@ -245,7 +245,7 @@ def _record_proxy_inputs(engine_cls):
                 "offsets": micro_batch["input_ids"].offsets().clone(),
             }
         )
-        return real(self, output, output_args, micro_batch, request)
+        return real(self, output, output_args, micro_batch, request, **kwargs)
 
     engine_cls._proxy_outputs = recording
     return calls
