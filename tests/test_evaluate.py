@@ -85,10 +85,8 @@ def test_score_errors_name_the_file_and_column(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from verl_lpreg.cpu.tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+def tiny_model(tiny_model_path):
+    return tiny_model_path
 
 
 def test_prompts_are_rendered_as_in_training(tiny_model, tmp_path):

@@ -151,7 +151,7 @@ def test_worker_killed_from_outside_is_replaced_without_losing_the_score():
     assert all(o["reason"] == "correct" for o in outs)
 
 
-def test_verl_reward_loop_calls_the_custom_function(tmp_path):
+def test_verl_reward_loop_calls_the_custom_function(tmp_path, tiny_model_path):
     """verl 0.9.1's RewardLoopWorker (the reward path of the trainer) loads this file by path
     from reward.custom_reward_function and scores a tiny DataProto; no verl code is mocked."""
     import torch
@@ -163,9 +163,7 @@ def test_verl_reward_loop_calls_the_custom_function(tmp_path):
     from verl.trainer.ppo.metric_utils import process_validation_metrics
     from verl.trainer.ppo.reward import resolve_reward_manager_cls
 
-    from verl_lpreg.cpu.tiny_model import build_tiny_model
-
-    model_dir = build_tiny_model(tmp_path / "tiny")
+    model_dir = tiny_model_path
     config = OmegaConf.load(os.path.join(os.path.dirname(verl.__file__), "trainer/config/_generated_ppo_trainer.yaml"))
     with open_dict(config):
         config.actor_rollout_ref.model.path = model_dir

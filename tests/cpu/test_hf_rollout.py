@@ -11,8 +11,6 @@ pytest.importorskip("verl")
 
 import torch  # noqa: E402
 
-from verl_lpreg.cpu.tiny_model import build_tiny_model  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def server_cls():
@@ -34,8 +32,8 @@ def server_cls():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
+def model_dir(tiny_model_path):
+    return tiny_model_path
 
 
 @pytest.fixture()

@@ -94,12 +94,10 @@ def test_r1_prompt_is_the_reference_text_and_chat_prompt_is_plain(tmp_path):
     assert chat_rows[0]["extra_info"]["template"] == "chat"
 
 
-def test_passthrough_chat_template_renders_the_content_verbatim(tmp_path):
+def test_passthrough_chat_template_renders_the_content_verbatim(tmp_path, tiny_model_path):
     from transformers import AutoTokenizer
 
-    from verl_lpreg.cpu.tiny_model import build_tiny_model
-
-    tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny"))
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
     out = tmp_path / "a.parquet"
     prepare(DATASETS["aime24"], str(out), source=str(FIXTURES / "aime24.jsonl"))
     messages = _rows(out)[0]["prompt"]
