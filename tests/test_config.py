@@ -54,8 +54,8 @@ def test_typo_in_a_key_fails_at_compose_time():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("lp_reg.min_p=1.5", r"lp_reg.min_p=1.5 is out of range: allowed \(0, 1\]"),
-        ("lp_reg.min_p=0", r"lp_reg.min_p=0(\.0)? is out of range"),
+        ("lp_reg.min_p=1.5", r"lp_reg.min_p=1.5 is out of range: allowed \[0, 1\]"),
+        ("lp_reg.min_p=-0.1", r"lp_reg.min_p=-0.1 is out of range: allowed \[0, 1\]"),
         ("lp_reg.neg_fraction=-0.1", r"lp_reg.neg_fraction=-0.1 is out of range: allowed \[0, 1\]"),
         ("lp_reg.kl_coef=-1", r"lp_reg.kl_coef=-1(\.0)? is out of range"),
         ("lp_reg.proxy_mode=topk", r"lp_reg.proxy_mode='topk' is not supported"),

@@ -11,7 +11,10 @@ from __future__ import annotations
 import hydra
 
 # Importing verl registers the Lp-Reg losses, engine, trainer and config resolvers (verl.plugins
-# entry point); check_config names the reason when that failed.
+# entry point); check_config names the reason when that failed. verl first: the registration
+# imports our modules, and must not find one of them half imported.
+import verl  # noqa: F401, I001
+
 from verl_lpreg.integration.checks import check_config
 
 

@@ -15,6 +15,13 @@ PROXY_FIELD = "proxy_log_probs"
 #: ``max(z) + log(kappa) - z_o`` on the raw logits (> 0: the token is outside the proxy's support).
 #: Same layout as :data:`PROXY_FIELD`; emitted only when the diagnostics (its one reader) are on.
 MARGIN_FIELD = "proxy_threshold_margin"
+#: ``lp_reg.proxy_source=current``: the current policy's proxy of each token for the negative- and
+#: positive-advantage tokens, computed by the engine in the update's own forward (no gradient),
+#: returned next to verl's ``log_probs`` in its layout, never stored in the batch.
+CURRENT_PROXY_NEG_FIELD = "lp_reg_current_proxy_neg"
+CURRENT_PROXY_POS_FIELD = "lp_reg_current_proxy_pos"
+#: verl's response-aligned reference-model log-prob (present when a reference model exists).
+REF_LOG_PROB_FIELD = "ref_log_prob"
 #: Response-aligned masks written by the trainer once per step.
 HIGH_ENTROPY_MASK_FIELD = "high_entropy_mask"
 CANDIDATES_FIELD = "lp_reg_candidates"
@@ -24,6 +31,24 @@ REQUEST_MIN_P = "lp_reg_proxy_min_p"
 REQUEST_MODE = "lp_reg_proxy_mode"
 REQUEST_SOFT = "lp_reg_proxy_soft"
 REQUEST_MARGIN = "lp_reg_proxy_margin"
+#: Update-time request (``proxy_source=current``): ``{"min_p", "mode", "soft", "temperatures"}``
+#: with ``temperatures`` a dict from :data:`CURRENT_PROXY_NEG_FIELD` / ``..._POS_FIELD`` to the
+#: proxy's temperature.
+REQUEST_CURRENT_PROXY = "lp_reg_current_proxy"
+
+# --- lp_reg option values (docs/method.md §9) --------------------------------------------------
+#: ``lp_reg.divergence``: verl 0.9.1's ``kl_penalty`` names and their aliases -> the estimator.
+DIVERGENCES = {
+    "low_var_kl": "low_var_kl",
+    "k3": "low_var_kl",
+    "kl": "kl",
+    "k1": "kl",
+    "abs": "abs",
+    "mse": "mse",
+    "k2": "mse",
+}
+#: ``lp_reg.rank_by``: lowest log-prob (Lp-Reg) or highest entropy.
+RANK_BY = ("log_prob", "entropy")
 
 # --- metric names (verl's and ours) ---------------------------------------------------------
 METRIC_PREFIX = "lp_reg/"

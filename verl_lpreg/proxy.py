@@ -56,8 +56,8 @@ class ProxyStats(NamedTuple):
 def _validate(logits: torch.Tensor, token_ids: torch.Tensor, min_p: float, mode: str, temperature) -> None:
     if mode not in PROXY_MODES:
         raise ValueError(f"proxy mode {mode!r} is not supported; allowed: {', '.join(PROXY_MODES)}")
-    if not (0.0 < float(min_p) <= 1.0):
-        raise ValueError(f"min_p (kappa) must be in (0, 1], got {min_p}")
+    if not (0.0 <= float(min_p) <= 1.0):
+        raise ValueError(f"min_p (kappa) must be in [0, 1] (0 = no filter), got {min_p}")
     if logits.dim() < 1 or logits.shape[:-1] != token_ids.shape:
         raise ValueError(
             f"logits must be [..., V] with [...] equal to token_ids' shape; got logits {tuple(logits.shape)} "
@@ -89,6 +89,10 @@ def min_p_proxy_stats(
     whatever the input dtype; no gradient.
     """
     _validate(logits, token_ids, min_p, mode, temperature)
+    if soft and mode == "fixed":
+        raise ValueError("soft=True is not supported with mode='fixed' (the reference always fills -1e4 there)")
+    if float(min_p) == 0.0:
+        return _unfiltered_stats(logits, token_ids, temperature)
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)
     if flat_logits.stride() != (vocab, 1):
@@ -117,6 +121,24 @@ def min_p_proxy_stats(
         margin[start:stop] = m
     shape = token_ids.shape
     return ProxyStats(proxy.reshape(shape), margin.reshape(shape))
+
+
+def _unfiltered_stats(logits: torch.Tensor, token_ids: torch.Tensor, temperature) -> ProxyStats:
+    """``min_p=0``: the log-prob of ``token_ids`` under ``log_softmax(logits / T)``, in float32, by
+    chunks of rows; nothing is removed, so every margin is ``-inf``."""
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab)
+    flat_ids = token_ids.reshape(-1, 1).to(device=logits.device, dtype=torch.long)
+    temp = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device)
+    flat_temp = temp.expand(token_ids.shape).reshape(-1, 1)
+    proxy = torch.empty(flat_ids.shape[0], dtype=torch.float32, device=logits.device)
+    chunk = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
+    for start in range(0, flat_ids.shape[0], chunk):
+        stop = min(start + chunk, flat_ids.shape[0])
+        scaled = flat_logits[start:stop].float() / flat_temp[start:stop]
+        proxy[start:stop] = (scaled.gather(-1, flat_ids[start:stop]) - scaled.logsumexp(-1, keepdim=True)).squeeze(-1)
+    proxy = proxy.reshape(token_ids.shape)
+    return ProxyStats(proxy, torch.full_like(proxy, -math.inf))
 
 
 def _proxy_rows(rows, token_logit, inv_t, log_kappa: float, mode: str, soft: bool):
@@ -181,7 +203,8 @@ def min_p_proxy_log_prob(
 
     ``logits`` ``[..., V]`` are raw (not temperature-scaled); ``token_ids`` ``[...]``.
     ``mode="minp"`` keeps ``p_v >= min_p * p_max``; ``mode="fixed"`` keeps ``p_v >= min_p``.
-    Removed tokens' logits become -1e4 (or the row minimum with ``soft=True``); the result
+    ``min_p=0`` is no filter (the proxy is the distribution itself); ``soft`` exists in ``minp``
+    mode only. Removed tokens' logits become -1e4 (or the row minimum with ``soft=True``); the result
     is ``log_softmax(filtered / temperature)`` read at ``token_ids``. A sampled token that was
     removed gets about ``-1e4 / temperature``: it is noise and never regularised (docs/method.md §3).
     """

@@ -26,7 +26,16 @@ def check_config(config) -> None:
             f"allowed: {', '.join(sorted(POLICY_LOSS_REGISTRY))}"
         )
     if loss_mode == "lp_reg":
-        policy_loss_group(actor.policy_loss, "lp_reg", LpRegConfig)
+        lp_reg = policy_loss_group(actor.policy_loss, "lp_reg", LpRegConfig)
+        if lp_reg.proxy_source == "ref":
+            from verl.trainer.ppo.utils import need_reference_policy
+
+            if not need_reference_policy(config):
+                raise ValueError(
+                    "actor_rollout_ref.actor.policy_loss.lp_reg.proxy_source='ref' needs a reference model, and verl "
+                    "builds one only with actor_rollout_ref.actor.use_kl_loss=True or algorithm.use_kl_in_reward=True: "
+                    "set actor_rollout_ref.actor.use_kl_loss=True (with kl_loss_coef=0 for no KL term)"
+                )
         rollout_corr = config.algorithm.get("rollout_correction", None)
         if rollout_corr is not None and rollout_corr.get("bypass_mode", False):
             raise ValueError(

@@ -3,8 +3,12 @@
 When a micro-batch asks for it (non-tensor key :data:`~verl_lpreg.names.REQUEST_MIN_P`, set by
 the trainer for the old-log-prob forward), :class:`LpRegFSDPEngine` reads the raw logits of that
 forward and returns the proxy log-prob of every token (and, when asked, its threshold margin) in
-the layout of verl's ``log_probs``: no second forward, and the logits are never copied.
-Otherwise it is verl's engine, unchanged.
+the layout of verl's ``log_probs``: no second forward, and the logits are never copied. With
+``lp_reg.proxy_source=current`` the update's micro-batches carry
+:data:`~verl_lpreg.names.REQUEST_CURRENT_PROXY` instead: the engine computes the current
+policy's proxy from the logits of the update's own forward, without gradient, at each requested
+target temperature (the reference spends two extra forwards on it). Otherwise it is verl's
+engine, unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +20,17 @@ from torch.distributed.tensor import DTensor
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
-from verl_lpreg.names import MARGIN_FIELD, PROXY_FIELD, REQUEST_MARGIN, REQUEST_MIN_P, REQUEST_MODE, REQUEST_SOFT
+from verl_lpreg.names import (
+    CURRENT_PROXY_NEG_FIELD,
+    CURRENT_PROXY_POS_FIELD,
+    MARGIN_FIELD,
+    PROXY_FIELD,
+    REQUEST_CURRENT_PROXY,
+    REQUEST_MARGIN,
+    REQUEST_MIN_P,
+    REQUEST_MODE,
+    REQUEST_SOFT,
+)
 from verl_lpreg.proxy import min_p_proxy_stats
 
 
@@ -28,6 +42,24 @@ def proxy_request(lp_reg, *, margin: bool = False) -> dict[str, Any]:
         REQUEST_MODE: lp_reg.proxy_mode,
         REQUEST_SOFT: lp_reg.soft,
         REQUEST_MARGIN: margin,
+    }
+
+
+def current_proxy_request(lp_reg, rollout_temperature: float) -> dict[str, Any]:
+    """The update-time request of ``proxy_source=current``: the current policy's proxy at the
+    negative-advantage target temperature, and at the positive one when positive tokens are
+    regularised (``pos_fraction > 0``)."""
+    pos_temperature, neg_temperature = lp_reg.target_temperatures(rollout_temperature)
+    temperatures = {CURRENT_PROXY_NEG_FIELD: float(neg_temperature)}
+    if lp_reg.pos_fraction > 0:
+        temperatures[CURRENT_PROXY_POS_FIELD] = float(pos_temperature)
+    return {
+        REQUEST_CURRENT_PROXY: {
+            "min_p": float(lp_reg.min_p),
+            "mode": lp_reg.proxy_mode,
+            "soft": bool(lp_reg.soft),
+            "temperatures": temperatures,
+        }
     }
 
 
@@ -48,19 +80,27 @@ class LpRegFSDPEngine(FSDPEngineWithLMHead):
 
     def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
         request = _read_request(micro_batch)
+        current = tu.get_non_tensor_data(data=micro_batch, key=REQUEST_CURRENT_PROXY, default=None)
         model_output = super().prepare_model_outputs(output, output_args, micro_batch, logits_processor_func)
-        if request is None:
+        if request is None and current is None:
             return model_output
         if tu.get_non_tensor_data(data=micro_batch, key="use_fused_kernels", default=False):
             raise RuntimeError(
-                "Lp-Reg needs the logits of the old-log-prob forward, and fused kernels never materialise "
+                "Lp-Reg needs the logits of the forward, and fused kernels never materialise "
                 "them: set actor_rollout_ref.model.use_fused_kernels=False"
             )
-        model_output.update(self._proxy_outputs(output, output_args, micro_batch, request))
+        if request is not None:
+            model_output.update(self._proxy_outputs(output, output_args, micro_batch, request))
+        if current is not None:
+            for field, temperature in current["temperatures"].items():
+                target = {**current, "margin": False}
+                outputs = self._proxy_outputs(output, output_args, micro_batch, target, temperature=temperature)
+                model_output[field] = outputs[PROXY_FIELD]
         return model_output
 
-    def _proxy_outputs(self, output, output_args, micro_batch, request) -> dict[str, torch.Tensor]:
-        """Proxy stats of every token, packed like verl's ``log_probs`` (nested, full sequence)."""
+    def _proxy_outputs(self, output, output_args, micro_batch, request, temperature=None) -> dict[str, torch.Tensor]:
+        """Proxy stats of every token, packed like verl's ``log_probs`` (nested, full sequence), at
+        the forward's own temperature or at ``temperature``."""
         logits = output.logits
         if isinstance(logits, DTensor):
             logits = logits.full_tensor()
@@ -71,7 +111,7 @@ class LpRegFSDPEngine(FSDPEngineWithLMHead):
                 logits.squeeze(0),
                 output_args["input_ids_rmpad_rolled"],
                 request["min_p"],
-                temperature=output_args["temperature_rmpad"],
+                temperature=output_args["temperature_rmpad"] if temperature is None else temperature,
                 **filter_args,
             )
             packed = [self._gather_and_unpad_packed(t, output_args["pad_size"]) for t in stats]
@@ -82,7 +122,8 @@ class LpRegFSDPEngine(FSDPEngineWithLMHead):
             valid = torch.arange(logits.shape[1], device=logits.device) < seq_lengths.unsqueeze(1)
             labels = torch.zeros(valid.shape, dtype=torch.long, device=logits.device)
             labels[valid] = output_args["input_ids_rmpad_rolled"]
-            temperature = output_args["temperature"].unsqueeze(1).expand(valid.shape)
+            if temperature is None:
+                temperature = output_args["temperature"].unsqueeze(1).expand(valid.shape)
             stats = min_p_proxy_stats(logits, labels, request["min_p"], temperature=temperature, **filter_args)
             packed = [t[valid] for t in stats]
         outputs = {PROXY_FIELD: torch.nested.nested_tensor_from_jagged(packed[0], cu_seqlens)}

@@ -2,7 +2,8 @@
 
 verl's ``ppo_loss`` hands a registered policy loss only its fixed tensors (old and current
 log-probs, advantages, response mask). :func:`extended_ppo_loss` puts the micro-batch's extra
-per-token inputs (the proxy, the trainer's masks) in a context variable, as padded response
+per-token inputs (the proxy, the trainer's masks, verl's reference log-prob) and the forward's
+extra outputs (the current policy's entropy and proxy) in a context variable, as padded response
 tensors, and calls verl's own ``ppo_loss`` (entropy bonus, KL loss, global-batch normalisation
 unchanged); the registered functions read them from there and fail loudly when they are missing.
 
@@ -12,19 +13,33 @@ Our verl-dependent modules are imported where they are used (see :mod:`verl_lpre
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 import torch
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, PROXY_FIELD, TRAINER_MODE
+from verl_lpreg.names import (
+    CANDIDATES_FIELD,
+    CURRENT_PROXY_NEG_FIELD,
+    CURRENT_PROXY_POS_FIELD,
+    HIGH_ENTROPY_MASK_FIELD,
+    PROXY_FIELD,
+    REF_LOG_PROB_FIELD,
+    TRAINER_MODE,
+)
+
+if TYPE_CHECKING:
+    from verl_lpreg.config import LpRegConfig
 
 #: Extra per-token inputs the registered losses read: fields in the layout of verl's ``log_probs``
 #: (packed full sequences, sliced here as ``ppo_loss`` slices ``log_probs``) and response-aligned ones.
 FULL_SEQUENCE_INPUTS = (PROXY_FIELD,)
-RESPONSE_INPUTS = (CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD)
+RESPONSE_INPUTS = (CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, REF_LOG_PROB_FIELD)
 #: The update forward's entropy (computed when ``calculate_entropy`` is asked), as ``ppo_loss`` reads it.
 ENTROPY_INPUT = "entropy"
+#: Outputs of the micro-batch's own forward (verl's layout of ``log_probs``) the losses read.
+MODEL_OUTPUTS = (ENTROPY_INPUT, CURRENT_PROXY_NEG_FIELD, CURRENT_PROXY_POS_FIELD)
 
 _loss_inputs: ContextVar[dict | None] = ContextVar("verl_lpreg_loss_inputs", default=None)
 
@@ -39,8 +54,9 @@ def extended_ppo_loss(config, model_output, data, dp_group=None):
     for field in RESPONSE_INPUTS:
         if field in data.keys():
             extras[field] = data.select(field).to_padded_tensor()[field]
-    if model_output.get(ENTROPY_INPUT) is not None:
-        extras[ENTROPY_INPUT] = no_padding_2_padding(model_output[ENTROPY_INPUT], data)
+    for field in MODEL_OUTPUTS:
+        if model_output.get(field, None) is not None:
+            extras[field] = no_padding_2_padding(model_output[field], data).detach()
     token = _loss_inputs.set(extras)
     try:
         return ppo_loss(config, model_output, data, dp_group)
@@ -48,11 +64,11 @@ def extended_ppo_loss(config, model_output, data, dp_group=None):
         _loss_inputs.reset(token)
 
 
-def _extra_input(field: str, like: torch.Tensor, loss_mode: str) -> torch.Tensor:
+def _extra_input(field: str, like: torch.Tensor, loss_mode: str, why: str = "") -> torch.Tensor:
     extras = _loss_inputs.get()
     if extras is None or field not in extras:
         raise RuntimeError(
-            f"loss_mode={loss_mode} needs the per-token tensor {field!r} in the batch, and it is missing. "
+            f"loss_mode={loss_mode} needs the per-token tensor {field!r}{why}, and it is missing. "
             f"Run with `python -m verl_lpreg.main_ppo`, or set trainer.v1.trainer_mode={TRAINER_MODE} "
             "with verl's main_ppo: that trainer computes it and installs the loss that passes it on."
         )
@@ -79,15 +95,22 @@ def compute_policy_loss_lp_reg(
     lp = policy_loss_group(config.policy_loss, "lp_reg", LpRegConfig)
     clip_low, clip_high = _clip_ratios(config)
     candidates = _extra_input(CANDIDATES_FIELD, log_prob, "lp_reg").bool() if lp.selection == "batch" else None
+    entropy = None
+    if lp.rank_by == "entropy" and candidates is None:
+        why = " (the current policy's entropy, for lp_reg.rank_by=entropy: verl computes it with calculate_entropy)"
+        entropy = _extra_input("entropy", log_prob, "lp_reg", why)
     return lp_reg_policy_loss(
         old_log_prob,
         log_prob,
-        _extra_input(PROXY_FIELD, log_prob, "lp_reg").float(),
+        _target_log_prob(lp, log_prob, advantages),
         advantages,
         response_mask,
         neg_fraction=lp.neg_fraction,
         pos_fraction=lp.pos_fraction,
         kl_coef=lp.kl_coef,
+        divergence=lp.divergence,
+        rank_by=lp.rank_by,
+        entropy=entropy,
         clip_ratio_low=clip_low,
         clip_ratio_high=clip_high,
         loss_agg_mode=loss_agg_mode,
@@ -95,6 +118,23 @@ def compute_policy_loss_lp_reg(
         candidates=candidates,
         **config.global_batch_info,
     )
+
+
+def _target_log_prob(lp: LpRegConfig, log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """The per-token target of ``lp.proxy_source`` (docs/method.md §10): pi_old's proxy from the
+    old-log-prob forward, the current policy's from this forward (its negative target, and the
+    positive one on positive-advantage tokens), or verl's reference-model log-prob."""
+    if lp.proxy_source == "old":
+        return _extra_input(PROXY_FIELD, log_prob, "lp_reg").float()
+    if lp.proxy_source == "ref":
+        why = " (verl's reference log-prob, for lp_reg.proxy_source=ref: it needs a reference model)"
+        return _extra_input(REF_LOG_PROB_FIELD, log_prob, "lp_reg", why).float()
+    why = " (the current policy's proxy from the update's forward, for lp_reg.proxy_source=current)"
+    target = _extra_input(CURRENT_PROXY_NEG_FIELD, log_prob, "lp_reg", why).float()
+    if lp.pos_fraction > 0:
+        positive = _extra_input(CURRENT_PROXY_POS_FIELD, log_prob, "lp_reg", why).float()
+        target = torch.where(advantages > 0, positive, target)
+    return target
 
 
 def compute_policy_loss_high_entropy(

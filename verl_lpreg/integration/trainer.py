@@ -8,7 +8,10 @@ Data path, per step:
   ``log_probs``, and verl's worker stores them in TransferQueue. The driver reads nothing extra.
 * after the advantages: one read of the fields that this step's trainer-side work needs (the
   80/20 mask, the batch-wide Lp-Reg selection, the diagnostics), one write of the masks.
-* update: the actor receives the batch without the fields no loss reads (the margin).
+* update: the actor receives the batch without the fields no loss reads (the margin). With
+  ``lp_reg.proxy_source=current`` the old-log-prob forward carries no proxy request; the update's
+  micro-batches carry one instead (the engine reads the update forward's logits), and with
+  ``rank_by=entropy`` per micro-batch the update computes the current policy's entropy.
 
 Our verl-dependent modules are imported where they are used (see :mod:`verl_lpreg.integration.registry`).
 """
@@ -16,20 +19,20 @@ Our verl-dependent modules are imported where they are used (see :mod:`verl_lpre
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from functools import partial
 from typing import Any
 
 import torch
 import transfer_queue as tq
-from omegaconf import open_dict
 from tensordict import TensorDict
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.debug import marked_timer
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
-from verl_lpreg.integration.engine import proxy_request
+from verl_lpreg.integration.engine import current_proxy_request, proxy_request
 from verl_lpreg.names import (
     CANDIDATES_FIELD,
     HIGH_ENTROPY_MASK_FIELD,
@@ -37,12 +40,13 @@ from verl_lpreg.names import (
     PROXY_FIELD,
     TRAINER_MODE,
 )
-from verl_lpreg.val_protocol import annotate_val_dataset
 
 #: Engine outputs stored in the layout of verl's ``log_probs`` (packed full sequences).
 _FULL_SEQUENCE_FIELDS = (PROXY_FIELD, MARGIN_FIELD)
 #: Fields of ours that no loss reads: kept out of the update's transfer.
 _NOT_FOR_UPDATE = (MARGIN_FIELD,)
+
+logger = logging.getLogger(__name__)
 
 
 class LpRegTrainer(PPOTrainerSync):
@@ -73,12 +77,19 @@ class LpRegTrainer(PPOTrainerSync):
         self._lp_reg = policy_loss_group(actor.policy_loss, "lp_reg", LpRegConfig)
         self._high_entropy = policy_loss_group(actor.policy_loss, "high_entropy", HighEntropyConfig)
         self._diagnostics = DiagnosticsConfig.from_config(self.config.get("lp_reg_diagnostics", None))
-        if self._loss_mode == "high_entropy" and self._high_entropy.selection == "micro_batch":
-            # the authors' 80/20 ranks the update forward's entropy: ask verl's engine for it
-            # (verl's _update_actor reads this key; entropy_coeff stays as configured)
-            with open_dict(self.config):
-                actor.calculate_entropy = True
         self._step_fields = self._fields_read_per_step()
+        lp = self._lp_reg
+        ranks_current_entropy = {
+            "lp_reg.rank_by=entropy": self._loss_mode == "lp_reg" and lp.rank_by == "entropy",
+            "high_entropy (the authors' 80/20)": self._loss_mode == "high_entropy",
+        }
+        for what, needed in ranks_current_entropy.items():
+            selection = lp.selection if self._loss_mode == "lp_reg" else self._high_entropy.selection
+            if needed and selection == "micro_batch" and not actor.calculate_entropy:
+                # the per-micro-batch ranking needs the current policy's entropy at the update
+                # (verl's _update_actor reads this key; entropy_coeff stays as configured)
+                logger.info(f"{what}: actor_rollout_ref.actor.calculate_entropy set to True")
+                actor.calculate_entropy = True
         super()._setup()
         self.actor_rollout_wg.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(actor)))
         if self._diagnostics.enable:
@@ -88,6 +99,8 @@ class LpRegTrainer(PPOTrainerSync):
     def _init_dataloader(self):
         """verl's dataloaders; the validation rows then carry the per-benchmark protocol
         (``__rollout_n__`` and ``agent_name``, :mod:`verl_lpreg.val_protocol`)."""
+        from verl_lpreg.val_protocol import annotate_val_dataset
+
         super()._init_dataloader()
         applied = annotate_val_dataset(self.val_dataset, self.config)
         if applied:
@@ -100,15 +113,19 @@ class LpRegTrainer(PPOTrainerSync):
         if self._loss_mode == "high_entropy" and self._high_entropy.selection == "batch":
             fields += ["entropy"]
         if self._loss_mode == "lp_reg" and self._lp_reg.selection == "batch":
-            fields += ["old_log_probs", "advantages"]
+            fields += ["entropy" if self._lp_reg.rank_by == "entropy" else "old_log_probs", "advantages"]
         if self._diagnostics.enable:
             fields += ["responses", "old_log_probs", "advantages", "entropy"]
-            if self._loss_mode == "lp_reg":
+            if self._old_forward_proxy():
                 fields += [PROXY_FIELD, MARGIN_FIELD]
         return list(dict.fromkeys(fields))
 
+    def _old_forward_proxy(self) -> bool:
+        """Whether the old-log-prob forward computes the proxy (``proxy_source=old``)."""
+        return self._loss_mode == "lp_reg" and self._lp_reg.proxy_source == "old"
+
     def _compute_old_log_prob(self, batch, metrics):
-        if self._loss_mode != "lp_reg":
+        if not self._old_forward_proxy():
             return super()._compute_old_log_prob(batch, metrics)
         request = proxy_request(self._lp_reg, margin=self._diagnostics.enable)
         batch.extra_info.update(request)
@@ -148,10 +165,18 @@ class LpRegTrainer(PPOTrainerSync):
         return batch
 
     def _update_actor(self, batch, metrics):
-        if batch.fields is None:
-            return super()._update_actor(batch, metrics)
-        for_update = dataclasses.replace(batch, fields=[f for f in batch.fields if f not in _NOT_FOR_UPDATE])
-        super()._update_actor(for_update, metrics)
+        request = {}
+        if self._loss_mode == "lp_reg" and self._lp_reg.proxy_source == "current":
+            request = current_proxy_request(self._lp_reg, self.config.actor_rollout_ref.rollout.temperature)
+        for_update = batch
+        if batch.fields is not None:
+            for_update = dataclasses.replace(batch, fields=[f for f in batch.fields if f not in _NOT_FOR_UPDATE])
+        for_update.extra_info.update(request)
+        try:
+            super()._update_actor(for_update, metrics)
+        finally:
+            for key in request:
+                for_update.extra_info.pop(key, None)
         return batch
 
     def _read_step_fields(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -185,12 +210,15 @@ class LpRegTrainer(PPOTrainerSync):
         return {HIGH_ENTROPY_MASK_FIELD: selected.float(), "loss_mask": selected.to(torch.int64)}
 
     def _candidate_fields(self, data, metrics) -> dict[str, torch.Tensor]:
-        """``lp_reg.selection=batch``: the rho-quantile over the whole batch, by pi_old's log-prob."""
+        """``lp_reg.selection=batch``: the rho-quantile over the whole batch, by pi_old's log-prob
+        (or, with ``rank_by=entropy``, pi_old's entropy)."""
         from verl_lpreg.loss import select_candidates
 
         valid = data["response_mask"]
+        lp = self._lp_reg
+        scores = data["entropy"] if lp.rank_by == "entropy" else data["old_log_probs"]
         candidates = select_candidates(
-            data["old_log_probs"], data["advantages"], valid, self._lp_reg.neg_fraction, self._lp_reg.pos_fraction
+            scores, data["advantages"], valid, lp.neg_fraction, lp.pos_fraction, rank_by=lp.rank_by
         )
         metrics["lp_reg/candidate_fraction"] = float(candidates.sum()) / max(int(valid.sum()), 1)
         return {CANDIDATES_FIELD: candidates.float()}
@@ -200,11 +228,11 @@ class LpRegTrainer(PPOTrainerSync):
 
         old_log_probs = data["old_log_probs"].float()
         extra = {}
-        if self._loss_mode == "lp_reg":
+        if self._old_forward_proxy():
             margin = data[MARGIN_FIELD].float()
             extra["proxy_log_probs"] = data[PROXY_FIELD].float()
             extra["proxy_removed"] = margin > 0
-            if self._lp_reg.proxy_mode == "minp":
+            if self._lp_reg.proxy_mode == "minp" and self._lp_reg.min_p > 0:
                 extra["log_minp_threshold"] = minp_log_threshold(
                     old_log_probs, margin, self._lp_reg.min_p, self.config.actor_rollout_ref.rollout.temperature
                 )

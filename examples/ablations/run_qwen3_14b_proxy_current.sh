@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Ablation (docs/method.md §10) on the Qwen3-14B-Base on-policy Lp-Reg run: the reference's variant:
+# proxy of the current policy inside the update (min-p 0.02 at the rollout temperature for both
+# signs).
+# Everything else is ../lp_reg/run_qwen3_14b_lp_reg_onpolicy.sh (same variables: NNODES,
+# MODELS_DIR, DATA_DIR, CKPTS_ROOT, RAY_ADDRESS, ...); `--cfg job` prints the config.
+set -euo pipefail
+
+EXP_NAME=${EXP_NAME:-lp_reg_qwen3_14b_onpolicy_proxy_current}
+export EXP_NAME
+
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../lp_reg/run_qwen3_14b_lp_reg_onpolicy.sh" \
+    actor_rollout_ref.actor.policy_loss.lp_reg.proxy_source=current \
+    "$@"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Ablation (docs/method.md §10) on the Qwen3-14B-Base on-policy Lp-Reg run: the reference's variant:
+# the reference model's log-prob as the target, unfiltered. The reference model exists only with the
+# KL loss on: it is on with coefficient 0.
+# Everything else is ../lp_reg/run_qwen3_14b_lp_reg_onpolicy.sh (same variables: NNODES,
+# MODELS_DIR, DATA_DIR, CKPTS_ROOT, RAY_ADDRESS, ...); `--cfg job` prints the config.
+set -euo pipefail
+
+EXP_NAME=${EXP_NAME:-lp_reg_qwen3_14b_onpolicy_proxy_ref}
+export EXP_NAME
+
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../lp_reg/run_qwen3_14b_lp_reg_onpolicy.sh" \
+    actor_rollout_ref.actor.policy_loss.lp_reg.proxy_source=ref \
+    actor_rollout_ref.actor.policy_loss.lp_reg.min_p=0 \
+    actor_rollout_ref.actor.use_kl_loss=True \
+    actor_rollout_ref.actor.kl_loss_coef=0.0 \
+    "$@"
