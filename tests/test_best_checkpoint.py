@@ -94,8 +94,10 @@ def test_missing_benchmark_is_a_dash_and_a_warning(tmp_path, capsys):
 def test_other_benchmarks_are_extra_columns(tmp_path):
     log = tmp_path / "qs.jsonl"
     log.write_text(
-        "\n".join(json.dumps({"step": s, "data": {"val-core/synthetic_arith/acc/mean@1": a}}) for s, a in
-                  ((0, 0.25), (5, 0.5), (10, 0.125)))  # fmt: skip
+        "\n".join(
+            json.dumps({"step": s, "data": {"val-core/synthetic_arith/acc/mean@1": a}})
+            for s, a in ((0, 0.25), (5, 0.5), (10, 0.125))
+        )  # fmt: skip
     )
     summary, warnings = best_from_logs([str(log)])
     assert summary["step"] == 5 and summary["synthetic_arith"]["accuracy"] == pytest.approx(50.0)

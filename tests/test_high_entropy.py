@@ -43,8 +43,7 @@ def slow_loss(old, new, adv, resp, sel, mode, eps_low=0.2, eps_high=0.2, selecti
     rows, cols = old.shape
     use = [[bool(resp[i, j]) and bool(sel[i, j]) for j in range(cols)] for i in range(rows)]
     terms = [
-        [slow_token_loss(old[i, j], new[i, j], adv[i, j], eps_low, eps_high) for j in range(cols)]
-        for i in range(rows)
+        [slow_token_loss(old[i, j], new[i, j], adv[i, j], eps_low, eps_high) for j in range(cols)] for i in range(rows)
     ]
     dp = glob.get("dp_size", 1)
     picked = [terms[i][j] for i in range(rows) for j in range(cols) if use[i][j]]
@@ -266,10 +265,13 @@ def test_default_is_the_authors_micro_batch_8020():
         )[0]
         for h in halves
     )  # fmt: skip
-    want_total = sum(
-        authors_8020_micro_batch(old[h], new_ref[h], entropy[h], adv[h], resp[h], 0.2, 0.28) * int(resp[h].sum())
-        for h in halves
-    ) / n_total
+    want_total = (
+        sum(
+            authors_8020_micro_batch(old[h], new_ref[h], entropy[h], adv[h], resp[h], 0.2, 0.28) * int(resp[h].sum())
+            for h in halves
+        )
+        / n_total
+    )
     torch.testing.assert_close(total, want_total)
     torch.testing.assert_close(torch.autograd.grad(total, new)[0], torch.autograd.grad(want_total, new_ref)[0])
 

@@ -157,3 +157,90 @@ def test_property_matches_reference(batch, vocab, scale, min_p, mode, soft, temp
         boundary = (p / (p.max(-1, keepdim=True).values if mode == "minp" else 1.0) - min_p).abs() < 1e-5
         if not boundary.any():
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- accelerator path
+
+
+def _force_fixed_shape_path(monkeypatch, rows_per_chunk=7):
+    """Run the accelerator's sync-free formulation on CPU (eager; small chunks: several per call)."""
+    from verl_lpreg import proxy
+
+    monkeypatch.setattr(proxy, "_rows_impl", lambda device, vocab: (proxy._proxy_rows_fixed_shape, rows_per_chunk))
+
+
+@pytest.mark.parametrize(("mode", "soft"), [("minp", False), ("minp", True), ("fixed", False)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fixed_shape_path_equals_the_cpu_path(monkeypatch, mode, soft, dtype):
+    gen = torch.Generator().manual_seed(3)
+    logits = (torch.randn(5, 9, 1000, generator=gen) * 4).to(dtype)  # 1000 = 15 blocks of 64 + a tail
+    token_ids = torch.randint(0, 1000, (5, 9), generator=gen)
+    token_ids[:, :3] = logits[:, :3].argmax(-1)
+    temperature = torch.linspace(0.5, 1.5, 9).expand(5, 9)
+    cpu = min_p_proxy_stats(logits, token_ids, 0.05, mode=mode, soft=soft, temperature=temperature)
+    _force_fixed_shape_path(monkeypatch)
+    got = min_p_proxy_stats(logits, token_ids, 0.05, mode=mode, soft=soft, temperature=temperature)
+    # same thresholds and kept sets; the sums run in another order
+    assert torch.equal(got.threshold_margin, cpu.threshold_margin)
+    torch.testing.assert_close(got.proxy_log_prob, cpu.proxy_log_prob, rtol=1e-6, atol=1e-6)
+    assert_close_to_reference(got.proxy_log_prob, reference_proxy(logits, token_ids, 0.05, mode, soft, temperature))
+
+
+def test_fixed_shape_path_degenerate_rows(monkeypatch):
+    _force_fixed_shape_path(monkeypatch, rows_per_chunk=2)
+    uniform = torch.zeros(3, 8)
+    assert torch.allclose(min_p_proxy_log_prob(uniform, torch.tensor([0, 3, 7])), torch.full((3,), -math.log(8)))
+    got = min_p_proxy_log_prob(uniform, torch.tensor([1, 2, 3]), 0.5, mode="fixed")
+    assert torch.allclose(got, torch.full((3,), -math.log(8)), atol=2e-3)
+    assert torch.equal(min_p_proxy_log_prob(torch.randn(5, 1), torch.zeros(5, dtype=torch.long)), torch.zeros(5))
+    assert min_p_proxy_log_prob(torch.randn(0, 9), torch.zeros(0, dtype=torch.long)).shape == (0,)
+    big = torch.tensor([[3e4, 2.99995e4, -3e4]])
+    assert_close_to_reference(min_p_proxy_log_prob(big, torch.tensor([1])), reference_proxy(big, torch.tensor([1])))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 12),
+    vocab=st.integers(1, 300),
+    scale=st.floats(0.01, 30.0),
+    min_p=st.floats(1e-4, 1.0),
+    mode=st.sampled_from(["minp", "fixed"]),
+    soft=st.booleans(),
+    temperature=st.floats(0.2, 3.0),
+    seed=st.integers(0, 2**16),
+)
+def test_property_fixed_shape_path_equals_the_cpu_path(rows, vocab, scale, min_p, mode, soft, temperature, seed):
+    from verl_lpreg import proxy
+
+    soft = soft and mode == "minp"  # the fixed threshold always fills -1e4
+
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, vocab, generator=gen) * scale
+    token_ids = torch.randint(0, vocab, (rows,), generator=gen)
+    cpu = min_p_proxy_stats(logits, token_ids, min_p, mode=mode, soft=soft, temperature=temperature)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(proxy, "_rows_impl", lambda device, vocab: (proxy._proxy_rows_fixed_shape, 5))
+        got = min_p_proxy_stats(logits, token_ids, min_p, mode=mode, soft=soft, temperature=temperature)
+    assert torch.equal(got.threshold_margin, cpu.threshold_margin)
+    torch.testing.assert_close(got.proxy_log_prob, cpu.proxy_log_prob, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["minp", "fixed"])
+def test_cuda_path_has_no_host_sync_and_equals_the_cpu_path(mode):
+    gen = torch.Generator().manual_seed(4)
+    logits = (torch.randn(3000, 151_936, generator=gen) * 4).to(torch.bfloat16)  # two device chunks
+    token_ids = torch.randint(0, 151_936, (3000,), generator=gen)
+    temperature = torch.full((3000,), 0.9)
+    want = min_p_proxy_stats(logits, token_ids, 0.02, mode=mode, temperature=temperature)
+    dev = logits.cuda(), token_ids.cuda(), temperature.cuda()
+    min_p_proxy_stats(*dev[:2], 0.02, mode=mode, temperature=dev[2])  # compile outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call inside raises
+    try:
+        got = min_p_proxy_stats(*dev[:2], 0.02, mode=mode, temperature=dev[2])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got.threshold_margin.cpu(), want.threshold_margin, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(got.proxy_log_prob.cpu(), want.proxy_log_prob, rtol=1e-5, atol=1e-5)

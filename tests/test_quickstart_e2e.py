@@ -133,3 +133,23 @@ def test_batch_wide_selection_through_the_trainer(quickstart_run, tmp_path):
         # rho = 0.02 of the negative tokens: at most 2% of all tokens, and some
         assert 0.0 < d["lp_reg/candidate_fraction"] <= 0.02
         assert 0.0 <= d["actor/lp_reg/reg_fraction"] <= 1.0
+
+
+def test_current_policy_proxy_and_entropy_ranking_through_the_trainer(quickstart_run, tmp_path):
+    """lp_reg.proxy_source=current with rank_by=entropy: the trainer asks the update's forward for the
+    current policy's proxy and entropy (no proxy in the old-log-prob forward), and the loss acts."""
+    _run(
+        tmp_path,
+        steps=2,
+        overrides=(
+            "actor_rollout_ref.actor.policy_loss.lp_reg.proxy_source=current",
+            "actor_rollout_ref.actor.policy_loss.lp_reg.rank_by=entropy",
+        ),
+        FROM_RUN=str(quickstart_run[0]),
+    )
+    steps = _train_steps(_records(tmp_path / "metrics.jsonl"))
+    assert sorted(steps) == [1, 2]
+    for d in steps.values():
+        assert 0.0 <= d["actor/lp_reg/reg_fraction"] <= 1.0
+        assert "lp_reg/proxy_filtered_fraction" not in d  # no pi_old proxy was computed
+    assert any(d["actor/grad_norm"] > 0 for d in steps.values())

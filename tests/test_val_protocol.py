@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-
 from verl_lpreg.data_prep import DATASETS
 from verl_lpreg.data_prep.core import prepare
+
 from verl_lpreg.evaluate import PROTOCOL, SamplingSpec
 from verl_lpreg.val_protocol import AGENT_NAME, ValidationProtocol, annotate_val_dataset
 
@@ -149,8 +149,7 @@ class RecordingAgentLoop:
 def test_agent_loop_runs_the_default_loop_with_the_benchmarks_sampling():
     import asyncio
 
-    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry, register
-    from verl.experimental.agent_loop.agent_loop import DictConfigWrap
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap, _agent_loop_registry, register
 
     import verl_lpreg.integration.registry as registry
 

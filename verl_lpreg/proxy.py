@@ -19,11 +19,22 @@ blocks whose max reaches the threshold (at most one per kept token) are looked a
 No copy of the logits, no softmax over the vocabulary; ``fixed`` mode adds one logsumexp
 pass. The reference clones the logits and runs softmax + masked fill + log_softmax over the
 whole vocabulary (``benchmarks/bench_proxy.py`` compares the two).
+
+On an accelerator the candidate blocks' ``.nonzero()`` would be a host synchronisation per
+chunk, so there the same numbers come from a fixed-shape formulation with no data-dependent
+shape: the row max (and min), then one masked exponential sum over the whole row,
+``sum_v [z_v >= threshold] exp((z_v - max) / T)``. Under ``torch.compile`` (when Triton is
+available) each is one fused pass over the logits, reading them in their own dtype and
+keeping only per-row float32 scalars, so chunks are sized by a memory budget
+(:data:`_DEVICE_CHUNK_BYTES`) rather than by the candidate temporaries. Thresholds,
+comparisons and sums are float32 in both paths, so they agree to float32 rounding (the sums
+run in another order).
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -37,6 +48,10 @@ HARD_FILL_LOGIT = -1e4
 _CHUNK_ELEMENTS = 1 << 24
 # Columns per block of the one-pass filter.
 BLOCK = 64
+# Accelerator path: float32 bytes per chunk if the chunk's rows were upcast (what the eager
+# fixed-shape pass allocates; compiled, it allocates per-row scalars only). 1 GiB: ~1,770 rows
+# at Qwen's vocabulary, a few chunks per 30,720-token micro-batch.
+_DEVICE_CHUNK_BYTES = 1 << 30
 
 
 class ProxyStats(NamedTuple):
@@ -66,8 +81,11 @@ def _validate(logits: torch.Tensor, token_ids: torch.Tensor, min_p: float, mode:
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating point tensor, got {logits.dtype}")
     if isinstance(temperature, torch.Tensor):
-        if bool((temperature <= 0).any()):
-            raise ValueError("temperature must be > 0")
+        if temperature.device.type == "cpu":
+            if bool((temperature <= 0).any()):
+                raise ValueError("temperature must be > 0")
+        else:  # checked on the device: reading the flag back would be a host synchronisation
+            torch._assert_async((temperature > 0).all(), "temperature must be > 0")
     elif not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
@@ -107,7 +125,7 @@ def min_p_proxy_stats(
 
     proxy = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     margin = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
-    chunk = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
+    rows_fn, chunk = _rows_impl(logits.device, vocab)
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         rows = flat_logits[start:stop]
@@ -116,11 +134,19 @@ def min_p_proxy_stats(
         else:
             inv_t = torch.full((stop - start,), 1.0 / temperature, device=rows.device)
         token_logit = rows.gather(-1, flat_ids[start:stop, None]).squeeze(-1).float()
-        p, m = _proxy_rows(rows, token_logit, inv_t, log_kappa, mode, soft)
+        p, m = rows_fn(rows, token_logit, inv_t, log_kappa, mode, soft)
         proxy[start:stop] = p
         margin[start:stop] = m
     shape = token_ids.shape
     return ProxyStats(proxy.reshape(shape), margin.reshape(shape))
+
+
+def _rows_impl(device: torch.device, vocab: int):
+    """The per-chunk function and the rows per chunk: candidate blocks on CPU, the fixed-shape
+    (sync-free) formulation on an accelerator."""
+    if device.type == "cpu":
+        return _proxy_rows, max(1, _CHUNK_ELEMENTS // max(vocab, 1))
+    return _fixed_shape_rows(), max(1, _DEVICE_CHUNK_BYTES // (4 * max(vocab, 1)))
 
 
 def _unfiltered_stats(logits: torch.Tensor, token_ids: torch.Tensor, temperature) -> ProxyStats:
@@ -181,13 +207,48 @@ def _proxy_rows(rows, token_logit, inv_t, log_kappa: float, mode: str, soft: boo
         kept_sum += (torch.exp((tail - row_max[:, None]) * inv_t[:, None]) * tail_keep).sum(-1)
         n_kept += tail_keep.sum(-1, dtype=torch.float32)
 
-    fill = row_min if soft else torch.full_like(row_max, HARD_FILL_LOGIT)
+    return _finish(vocab, token_logit, inv_t, threshold, row_max, row_min if soft else None, kept_sum, n_kept)
+
+
+def _finish(vocab, token_logit, inv_t, threshold, row_max, row_min, kept_sum, n_kept):
+    """Proxy log-prob and margin from the per-row statistics (``row_min`` given: soft fill)."""
+    fill = torch.full_like(row_max, HARD_FILL_LOGIT) if row_min is None else row_min
     # Removed tokens keep a (usually negligible) share exp(f / T) each, as in the reference;
     # logaddexp keeps a row whose tokens were all removed (fixed mode) finite. Everything is
     # relative to the row max, as in log_softmax, so large logits lose no precision.
     log_norm = torch.logaddexp(torch.log(kept_sum), torch.log(vocab - n_kept) + (fill - row_max) * inv_t)
     filtered_token_logit = torch.where(token_logit >= threshold, token_logit, fill)
     return (filtered_token_logit - row_max) * inv_t - log_norm, threshold - token_logit
+
+
+def _proxy_rows_fixed_shape(rows, token_logit, inv_t, log_kappa: float, mode: str, soft: bool):
+    """:func:`_proxy_rows` without data-dependent shapes (no ``.nonzero()``, no host sync): a
+    masked exponential sum over every column instead of the candidate blocks. Same thresholds
+    and comparisons (max and min are exact in the logits' dtype), float32 sums."""
+    vocab = rows.shape[-1]
+    z = rows.float()
+    row_max = z.amax(-1)
+    row_min = z.amin(-1) if soft else None
+    if mode == "minp":
+        threshold = row_max + log_kappa
+    else:
+        threshold = torch.logsumexp(z, dim=-1) + log_kappa
+    keep = z >= threshold[:, None]
+    terms = torch.where(keep, torch.exp((z - row_max[:, None]) * inv_t[:, None]), 0.0)
+    kept_sum = terms.sum(-1)
+    n_kept = keep.sum(-1, dtype=torch.float32)
+    return _finish(vocab, token_logit, inv_t, threshold, row_max, row_min, kept_sum, n_kept)
+
+
+@cache
+def _fixed_shape_rows():
+    """The accelerator path: :func:`_proxy_rows_fixed_shape`, compiled into fused passes when
+    Triton is available (the eager function otherwise: also sync-free, more memory traffic)."""
+    from torch.utils._triton import has_triton
+
+    if has_triton():
+        return torch.compile(_proxy_rows_fixed_shape, dynamic=None)
+    return _proxy_rows_fixed_shape
 
 
 def min_p_proxy_log_prob(

@@ -70,4 +70,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: run_cpu.sh says what happened, no traceback
+        raise SystemExit(130) from None

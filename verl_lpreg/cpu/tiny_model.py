@@ -1,7 +1,9 @@
-"""A tiny, randomly initialised Qwen2 model plus a byte-level BPE tokenizer, built offline.
+"""A tiny, randomly initialised Qwen2 or Qwen3 model plus a byte-level BPE tokenizer, built offline.
 
 Nothing is downloaded: the tokenizer is trained in-process with ``tokenizers`` on a small
-synthetic corpus, the model is a random ``Qwen2ForCausalLM``; both are written with
+synthetic corpus, the model is a random ``Qwen2ForCausalLM`` (or ``Qwen3ForCausalLM`` with
+``architecture="qwen3"``: per-head q/k RMSNorm and an explicit ``head_dim``, as Qwen3's
+checkpoints; any vocabulary size, e.g. Qwen's 151,936 with a tiny hidden size); both are written with
 ``save_pretrained`` so that verl / transformers load the directory like any hub checkpoint.
 
     >>> from verl_lpreg.cpu.tiny_model import build_tiny_model
@@ -19,7 +21,9 @@ import os
 import random
 from collections.abc import Iterable
 
-__all__ = ["build_tiny_model", "CHATML_TEMPLATE", "SPECIAL_TOKENS"]
+__all__ = ["ARCHITECTURES", "build_tiny_model", "CHATML_TEMPLATE", "SPECIAL_TOKENS"]
+
+ARCHITECTURES = ("qwen2", "qwen3")
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -88,20 +92,30 @@ def build_tiny_model(
     num_key_value_heads: int = 2,
     intermediate_size: int | None = None,
     max_position_embeddings: int = 2048,
+    architecture: str = "qwen2",
+    head_dim: int | None = None,
+    tie_word_embeddings: bool = True,
 ) -> str:
-    """Build a random Qwen2 model and a trained byte-level BPE tokenizer in ``output_dir``.
+    """Build a random Qwen2/Qwen3 model and a trained byte-level BPE tokenizer in ``output_dir``.
 
     Deterministic for a given ``seed`` and ``corpus`` (the global torch RNG is left untouched).
     ``vocab_size`` is the model's embedding size and the tokenizer's target size (a small
-    corpus may give the tokenizer fewer tokens; it never has more). Returns the directory.
+    corpus may give the tokenizer fewer tokens; it never has more). ``head_dim`` (Qwen3 only)
+    defaults to ``hidden_size // num_attention_heads``. Returns the directory.
     """
     import torch
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture={architecture!r} is not supported; allowed: {', '.join(ARCHITECTURES)}")
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS)} (byte alphabet + specials)")
-    if hidden_size % num_attention_heads or num_attention_heads % num_key_value_heads:
-        raise ValueError("hidden_size must divide by num_attention_heads, which must divide by num_key_value_heads")
+    if num_attention_heads % num_key_value_heads:
+        raise ValueError("num_attention_heads must divide by num_key_value_heads")
+    if head_dim is not None and architecture != "qwen3":
+        raise ValueError("head_dim is a Qwen3 option (Qwen2's is hidden_size // num_attention_heads)")
+    if head_dim is None and hidden_size % num_attention_heads:
+        raise ValueError("hidden_size must divide by num_attention_heads (or give head_dim, with qwen3)")
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
 
@@ -126,7 +140,11 @@ def build_tiny_model(
 
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = Qwen2Config(
+    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[
+        architecture
+    ]
+    extra = {"head_dim": head_dim or hidden_size // num_attention_heads} if architecture == "qwen3" else {}
+    config = config_cls(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size or 4 * hidden_size,
@@ -134,16 +152,17 @@ def build_tiny_model(
         num_attention_heads=num_attention_heads,
         num_key_value_heads=num_key_value_heads,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=pad_id,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         use_cache=True,
+        **extra,
     )
-    config.architectures = ["Qwen2ForCausalLM"]
+    config.architectures = [model_cls.__name__]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config).to(torch.float32)
+        model = model_cls(config).to(torch.float32)
     model.generation_config.eos_token_id = [eos_id, pad_id]
     model.generation_config.pad_token_id = pad_id
     model.generation_config.bos_token_id = pad_id
@@ -153,6 +172,7 @@ def build_tiny_model(
         json.dump(
             {
                 "builder": "verl_lpreg.cpu.tiny_model.build_tiny_model",
+                "architecture": architecture,
                 "seed": seed,
                 "tokenizer_vocab": len(tokenizer),
                 "vocab_size": vocab_size,

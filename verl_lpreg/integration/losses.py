@@ -36,10 +36,8 @@ if TYPE_CHECKING:
 #: (packed full sequences, sliced here as ``ppo_loss`` slices ``log_probs``) and response-aligned ones.
 FULL_SEQUENCE_INPUTS = (PROXY_FIELD,)
 RESPONSE_INPUTS = (CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, REF_LOG_PROB_FIELD)
-#: The update forward's entropy (computed when ``calculate_entropy`` is asked), as ``ppo_loss`` reads it.
-ENTROPY_INPUT = "entropy"
 #: Outputs of the micro-batch's own forward (verl's layout of ``log_probs``) the losses read.
-MODEL_OUTPUTS = (ENTROPY_INPUT, CURRENT_PROXY_NEG_FIELD, CURRENT_PROXY_POS_FIELD)
+MODEL_OUTPUTS = ("entropy", CURRENT_PROXY_NEG_FIELD, CURRENT_PROXY_POS_FIELD)
 
 _loss_inputs: ContextVar[dict | None] = ContextVar("verl_lpreg_loss_inputs", default=None)
 
@@ -151,7 +149,7 @@ def compute_policy_loss_high_entropy(
         raise ValueError("loss_mode=high_entropy does not support rollout correction weights")
     he = policy_loss_group(config.policy_loss, "high_entropy", HighEntropyConfig)
     if he.selection == "micro_batch":
-        entropy = _extra_input(ENTROPY_INPUT, log_prob, "high_entropy")
+        entropy = _extra_input("entropy", log_prob, "high_entropy")
         token_mask = high_entropy_mask(entropy, response_mask, he.top_fraction)
     else:
         token_mask = _extra_input(HIGH_ENTROPY_MASK_FIELD, log_prob, "high_entropy").bool()

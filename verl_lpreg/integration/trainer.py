@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import transfer_queue as tq
+from omegaconf import open_dict
 from tensordict import TensorDict
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.config import omega_conf_to_dataclass
@@ -40,6 +41,7 @@ from verl_lpreg.names import (
     PROXY_FIELD,
     TRAINER_MODE,
 )
+from verl_lpreg.val_protocol import annotate_val_dataset
 
 #: Engine outputs stored in the layout of verl's ``log_probs`` (packed full sequences).
 _FULL_SEQUENCE_FIELDS = (PROXY_FIELD, MARGIN_FIELD)
@@ -78,17 +80,12 @@ class LpRegTrainer(PPOTrainerSync):
         self._high_entropy = policy_loss_group(actor.policy_loss, "high_entropy", HighEntropyConfig)
         self._diagnostics = DiagnosticsConfig.from_config(self.config.get("lp_reg_diagnostics", None))
         self._step_fields = self._fields_read_per_step()
-        lp = self._lp_reg
-        ranks_current_entropy = {
-            "lp_reg.rank_by=entropy": self._loss_mode == "lp_reg" and lp.rank_by == "entropy",
-            "high_entropy (the authors' 80/20)": self._loss_mode == "high_entropy",
-        }
-        for what, needed in ranks_current_entropy.items():
-            selection = lp.selection if self._loss_mode == "lp_reg" else self._high_entropy.selection
-            if needed and selection == "micro_batch" and not actor.calculate_entropy:
-                # the per-micro-batch ranking needs the current policy's entropy at the update
-                # (verl's _update_actor reads this key; entropy_coeff stays as configured)
-                logger.info(f"{what}: actor_rollout_ref.actor.calculate_entropy set to True")
+        if self._ranks_update_entropy() and not actor.calculate_entropy:
+            # the per-micro-batch ranking (80/20 as its authors, or lp_reg.rank_by=entropy) reads the
+            # update forward's entropy: ask verl's engine for it (verl's _update_actor reads this key;
+            # entropy_coeff stays as configured)
+            logger.info("actor_rollout_ref.actor.calculate_entropy set to True: the loss ranks by entropy")
+            with open_dict(self.config):
                 actor.calculate_entropy = True
         super()._setup()
         self.actor_rollout_wg.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(actor)))
@@ -99,13 +96,18 @@ class LpRegTrainer(PPOTrainerSync):
     def _init_dataloader(self):
         """verl's dataloaders; the validation rows then carry the per-benchmark protocol
         (``__rollout_n__`` and ``agent_name``, :mod:`verl_lpreg.val_protocol`)."""
-        from verl_lpreg.val_protocol import annotate_val_dataset
-
         super()._init_dataloader()
         applied = annotate_val_dataset(self.val_dataset, self.config)
         if applied:
             settings = ", ".join(f"{s}: n={p.n} T={p.temperature:g}" for s, p in applied.items())
             print(f"[verl-lpreg] validation protocol (lp_reg_validation): {settings}")
+
+    def _ranks_update_entropy(self) -> bool:
+        """Whether the loss ranks the tokens of each micro-batch by the update forward's entropy."""
+        if self._loss_mode == "high_entropy":
+            return self._high_entropy.selection == "micro_batch"
+        lp = self._lp_reg
+        return self._loss_mode == "lp_reg" and lp.rank_by == "entropy" and lp.selection == "micro_batch"
 
     def _fields_read_per_step(self) -> list[str]:
         """The batch fields that this run's trainer-side work reads after the advantages."""
