@@ -196,9 +196,9 @@ def _proxy_rows(rows, token_logit, inv_t, log_kappa: float, mode: str, soft: boo
 
     # Kept tokens live in blocks whose max reaches the threshold: at most one block per kept token.
     cand_rows, cand_blocks = (block_max >= threshold[:, None]).nonzero(as_tuple=True)
-    cand = blocks[cand_rows, cand_blocks].float()
+    cand = blocks[cand_rows, cand_blocks].float()  # a fresh [C, BLOCK] tensor: updated in place below
     keep = cand >= threshold[cand_rows, None]
-    terms = torch.exp((cand - row_max[cand_rows, None]) * inv_t[cand_rows, None]) * keep
+    terms = cand.sub_(row_max[cand_rows, None]).mul_(inv_t[cand_rows, None]).exp_().masked_fill_(~keep, 0.0)
     kept_sum = torch.zeros_like(row_max).index_add_(0, cand_rows, terms.sum(-1))
     n_kept = torch.zeros_like(row_max).index_add_(0, cand_rows, keep.sum(-1, dtype=torch.float32))
     if tail.shape[1]:
