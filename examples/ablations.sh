@@ -17,10 +17,12 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=sweep.sh
+source "$HERE/sweep.sh"
 L=lp_reg
 
 # name | recipe (relative to examples/) | docs/method.md section: what it changes
-ABLATIONS=(
+SWEEP=(
     "entropy_ranked|ablations/run_qwen3_14b_entropy_ranked.sh|§9.1: $L.rank_by=entropy (highest-entropy tokens)"
     "no_filter|ablations/run_qwen3_14b_no_filter.sh|§9.2: $L.min_p=0 (proxy = pi_old, no filter)"
     "fixed_threshold|ablations/run_qwen3_14b_fixed_threshold.sh|§9.3: $L.proxy_mode=fixed (p >= 0.02)"
@@ -35,70 +37,7 @@ ABLATIONS=(
     "proxy_current|ablations/run_qwen3_14b_proxy_current.sh|§10: $L.proxy_source=current (current policy's proxy)"
     "proxy_ref|ablations/run_qwen3_14b_proxy_ref.sh|§10: $L.proxy_source=ref (reference model, unfiltered)"
 )
+SWEEP_TITLE="WHAT IT CHANGES"
+SWEEP_USAGE=5,8
 
-usage() {
-    sed -n '5,8s/^#  *//p' "${BASH_SOURCE[0]}" >&2
-    exit 2
-}
-
-recipe_of() {
-    local entry
-    for entry in "${ABLATIONS[@]}"; do
-        if [[ ${entry%%|*} == "$1" ]]; then
-            entry=${entry#*|}
-            printf '%s\n' "${entry%%|*}"
-            return 0
-        fi
-    done
-    echo "ablations.sh: unknown run '$1' (see: bash examples/ablations.sh list)" >&2
-    return 1
-}
-
-list() {
-    local entry name recipe row
-    printf '%-16s %-52s %s\n' NAME RECIPE "WHAT IT CHANGES"
-    for entry in "${ABLATIONS[@]}"; do
-        IFS='|' read -r name recipe row <<<"$entry"
-        printf '%-16s %-52s %s\n' "$name" "examples/$recipe" "$row"
-    done
-}
-
-run() {
-    local -a names=() overrides=()
-    while (($#)); do
-        if [[ $1 == -- ]]; then
-            shift
-            overrides=("$@")
-            break
-        fi
-        names+=("$1")
-        shift
-    done
-    ((${#names[@]})) || usage
-    if [[ ${names[*]} == all ]]; then
-        names=()
-        local entry
-        for entry in "${ABLATIONS[@]}"; do
-            names+=("${entry%%|*}")
-        done
-    fi
-    local -a recipes=()
-    local name
-    for name in "${names[@]}"; do # check every name before launching anything
-        recipes+=("$(recipe_of "$name")")
-    done
-    local i
-    for i in "${!names[@]}"; do
-        echo "=== ablations.sh: ${names[i]} (examples/${recipes[i]})" >&2
-        env -u EXP_NAME -u CKPTS_DIR -u MODEL_PATH bash "$HERE/${recipes[i]}" "${overrides[@]}"
-    done
-}
-
-case ${1:-} in
-    list) list ;;
-    run)
-        shift
-        run "$@"
-        ;;
-    *) usage ;;
-esac
+lpreg_sweep "$@"

@@ -15,10 +15,12 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=sweep.sh
+source "$HERE/sweep.sh"
 
 # name | recipe (relative to examples/) | Table 1 row (model block, method, setting); the paper has
 # no on-policy GSPO, Clip-Higher or KL-Cov row and no off-policy entropy-loss row (14B: listed anyway)
-TABLE1=(
+SWEEP=(
     "lp_reg_14b_on|lp_reg/run_qwen3_14b_lp_reg_onpolicy.sh|Qwen3-14B-Base: Lp-Reg, on-policy"
     "lp_reg_14b_off|lp_reg/run_qwen3_14b_lp_reg_offpolicy.sh|Qwen3-14B-Base: Lp-Reg, off-policy"
     "grpo_14b_on|baselines/run_qwen3_14b_grpo_onpolicy.sh|Qwen3-14B-Base: GRPO, on-policy"
@@ -44,70 +46,7 @@ TABLE1=(
     "kl_cov_32b_off|baselines/run_qwen2.5_32b_kl_cov_offpolicy.sh|Qwen2.5-32B-Base: KL-Cov, off-policy"
     "80_20_32b_off|baselines/run_qwen2.5_32b_80_20_offpolicy.sh|Qwen2.5-32B-Base: 80/20, off-policy"
 )
+SWEEP_TITLE="PAPER ROW (Table 1)"
+SWEEP_USAGE=4,7
 
-usage() {
-    sed -n '4,7s/^#  *//p' "${BASH_SOURCE[0]}" >&2
-    exit 2
-}
-
-recipe_of() {
-    local entry
-    for entry in "${TABLE1[@]}"; do
-        if [[ ${entry%%|*} == "$1" ]]; then
-            entry=${entry#*|}
-            printf '%s\n' "${entry%%|*}"
-            return 0
-        fi
-    done
-    echo "table1.sh: unknown run '$1' (see: bash examples/table1.sh list)" >&2
-    return 1
-}
-
-list() {
-    local entry name recipe row
-    printf '%-22s %-62s %s\n' NAME RECIPE "PAPER ROW (Table 1)"
-    for entry in "${TABLE1[@]}"; do
-        IFS='|' read -r name recipe row <<<"$entry"
-        printf '%-22s %-62s %s\n' "$name" "examples/$recipe" "$row"
-    done
-}
-
-run() {
-    local -a names=() overrides=()
-    while (($#)); do
-        if [[ $1 == -- ]]; then
-            shift
-            overrides=("$@")
-            break
-        fi
-        names+=("$1")
-        shift
-    done
-    ((${#names[@]})) || usage
-    if [[ ${names[*]} == all ]]; then
-        names=()
-        local entry
-        for entry in "${TABLE1[@]}"; do
-            names+=("${entry%%|*}")
-        done
-    fi
-    local -a recipes=()
-    local name
-    for name in "${names[@]}"; do # check every name before launching anything
-        recipes+=("$(recipe_of "$name")")
-    done
-    local i
-    for i in "${!names[@]}"; do
-        echo "=== table1.sh: ${names[i]} (examples/${recipes[i]})" >&2
-        env -u EXP_NAME -u CKPTS_DIR -u MODEL_PATH bash "$HERE/${recipes[i]}" "${overrides[@]}"
-    done
-}
-
-case ${1:-} in
-    list) list ;;
-    run)
-        shift
-        run "$@"
-        ;;
-    *) usage ;;
-esac
+lpreg_sweep "$@"

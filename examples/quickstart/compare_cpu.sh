@@ -26,11 +26,13 @@ STEPS="${STEPS:-20}"
 SEED="${SEED:-0}"
 export PYTHON STEPS SEED
 
-echo "=== GRPO (loss_mode=vanilla), seed $SEED -> $OUT_DIR/grpo"
-OUT_DIR="$OUT_DIR/grpo" LOSS_MODE=vanilla bash "$HERE/run_cpu.sh" "$@"
-echo "=== Lp-Reg (loss_mode=lp_reg), seed $SEED -> $OUT_DIR/lp_reg"
-OUT_DIR="$OUT_DIR/lp_reg" FROM_RUN="$OUT_DIR/grpo" LOSS_MODE=lp_reg bash "$HERE/run_cpu.sh" "$@"
+GRPO_DIR="$OUT_DIR/grpo"
+LP_REG_DIR="$OUT_DIR/lp_reg"
+echo "=== GRPO (loss_mode=vanilla), seed $SEED -> $GRPO_DIR"
+OUT_DIR="$GRPO_DIR" LOSS_MODE=vanilla bash "$HERE/run_cpu.sh" "$@"
+echo "=== Lp-Reg (loss_mode=lp_reg), seed $SEED -> $LP_REG_DIR"
+OUT_DIR="$LP_REG_DIR" FROM_RUN="$GRPO_DIR" LOSS_MODE=lp_reg bash "$HERE/run_cpu.sh" "$@"
 
 echo "=== figures -> $OUT_DIR/figures"
 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m verl_lpreg.plot \
-  "$OUT_DIR/grpo/metrics.jsonl" "$OUT_DIR/lp_reg/metrics.jsonl" --labels GRPO Lp-Reg --output "$OUT_DIR/figures"
+  "$GRPO_DIR/metrics.jsonl" "$LP_REG_DIR/metrics.jsonl" --labels GRPO Lp-Reg --output "$OUT_DIR/figures"

@@ -44,8 +44,8 @@ lpreg_quickstart_stop_training() {
   if [[ -n "${FOLLOW_PID:-}" ]]; then kill "$FOLLOW_PID" 2>/dev/null || true; FOLLOW_PID=""; fi
   [[ -n "${TRAIN_PID:-}" ]] || return 0
   if kill -TERM -- "-$TRAIN_PID" 2>/dev/null; then
-    local i
-    for i in $(seq 1 100); do  # up to 20 s for Ray to shut its workers down
+    local _
+    for _ in $(seq 1 100); do  # up to 20 s for Ray to shut its workers down
       kill -0 -- "-$TRAIN_PID" 2>/dev/null || break
       sleep 0.2
     done
