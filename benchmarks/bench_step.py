@@ -57,11 +57,12 @@ from verl.workers.utils.padding import response_from_nested  # noqa: E402
 
 from verl_lpreg.config import LpRegConfig  # noqa: E402
 from verl_lpreg.cpu import CPU_OVERRIDES  # noqa: E402
-from verl_lpreg.cpu.tiny_model import build_tiny_model  # noqa: E402
 from verl_lpreg.integration.engine import proxy_request  # noqa: E402
 from verl_lpreg.integration.losses import extended_ppo_loss  # noqa: E402
 from verl_lpreg.names import PROXY_FIELD  # noqa: E402
 from verl_lpreg.proxy import min_p_proxy_stats  # noqa: E402
+from verl_lpreg.testing.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.testing.worker_batch import rollout_row  # noqa: E402
 
 CONFIG_DIR = REPO / "verl_lpreg" / "config"
 
@@ -96,19 +97,9 @@ def rollout_batch(args, vocab: int):
         prompt_len = int(torch.randint(args.prompt_len // 2, args.prompt_len + 1, (1,), generator=gen))
         response_len = int(torch.randint(args.response_len // 2, args.response_len + 1, (1,), generator=gen))
         input_ids = torch.randint(3, vocab, (prompt_len + response_len,), generator=gen)
-        ones = torch.ones(response_len, dtype=torch.int64)
-        rows.append(
-            {
-                "prompts": input_ids[:prompt_len],
-                "responses": input_ids[prompt_len:],
-                "response_mask": ones,
-                "loss_mask": ones,
-                "input_ids": input_ids,
-                "position_ids": torch.arange(len(input_ids)),
-                "attention_mask": torch.ones(len(input_ids), dtype=torch.int64),
-                "advantages": torch.full((response_len,), float(torch.randn((), generator=gen))),
-            }
-        )
+        row = rollout_row(input_ids[:prompt_len], input_ids[prompt_len:])
+        row["advantages"] = torch.full((response_len,), float(torch.randn((), generator=gen)))
+        rows.append(row)
     return tu.list_of_dict_to_tensordict(rows)
 
 

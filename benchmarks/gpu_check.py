@@ -4,7 +4,7 @@ Needs torch with CUDA and what ``scripts/setup_env.sh`` installs: no vLLM, no ne
 
 1. the test suite's CUDA-marked tests (``pytest -m cuda``);
 2. a randomly initialised Qwen3-shaped model of about 0.5B parameters (Qwen3-0.6B's shape) at
-   vocabulary 151,936, built locally (``verl_lpreg.cpu.tiny_model``);
+   vocabulary 151,936, built locally (``verl_lpreg.testing.tiny_model``);
 3. verl's engine worker (``ActorRolloutRefWorker``, FSDP2, one rank) in bf16 with remove-padding and
    dynamic batch size at 30,720 tokens per micro-batch and 8k-token responses: ``compute_log_prob``
    without and with the proxy, ``update_actor`` with ``vanilla`` and ``lp_reg``: time and peak memory;
@@ -98,7 +98,7 @@ def run_cuda_tests() -> dict:
 
 
 def build_model(path: str, size: Size) -> str:
-    from verl_lpreg.cpu.tiny_model import build_tiny_model
+    from verl_lpreg.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(
         path,
@@ -165,24 +165,14 @@ def compose_config(model_path: str, size: Size, device: str, *overrides):
 def rollout_batch(size: Size, seed: int = 0):
     from verl.utils import tensordict_utils as tu
 
+    from verl_lpreg.testing.worker_batch import rollout_row
+
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for i in range(size.samples):  # unequal lengths, as rollouts are (and as verl's jagged layout expects)
         prompt = torch.randint(3, size.vocab_size, (size.prompt_len - i,), generator=gen)
         response = torch.randint(3, size.vocab_size, (size.response_len - 2 * i,), generator=gen)
-        input_ids = torch.cat([prompt, response])
-        ones = torch.ones(len(response), dtype=torch.int64)
-        rows.append(
-            {
-                "prompts": prompt,
-                "responses": response,
-                "response_mask": ones,
-                "loss_mask": ones,
-                "input_ids": input_ids,
-                "position_ids": torch.arange(len(input_ids)),
-                "attention_mask": torch.ones(len(input_ids), dtype=torch.int64),
-            }
-        )
+        rows.append(rollout_row(prompt, response))
     return tu.list_of_dict_to_tensordict(rows)
 
 

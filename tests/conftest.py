@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> str:
-    """A tiny random Qwen2 with its BPE tokenizer (verl_lpreg.cpu.tiny_model), built once per session."""
-    from verl_lpreg.cpu.tiny_model import build_tiny_model
+    """A tiny random Qwen2 with its BPE tokenizer (verl_lpreg.testing.tiny_model), built once per session."""
+    from verl_lpreg.testing.tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "model", seed=0))

@@ -66,7 +66,7 @@ def build_model(path):
     """A tiny Qwen3 at Qwen's vocabulary, untied head scaled so that the min-p filter removes tokens."""
     from transformers import AutoModelForCausalLM
 
-    from verl_lpreg.cpu.tiny_model import build_tiny_model
+    from verl_lpreg.testing.tiny_model import build_tiny_model
 
     build_tiny_model(path, architecture="qwen3", vocab_size=VOCAB, hidden_size=32, num_layers=2, head_dim=16, seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -82,6 +82,8 @@ def real_rows(model_path, seed=0):
     proxy's support) and the others uniform (mostly outside it: the filter has work to do)."""
     from transformers import AutoModelForCausalLM
 
+    from verl_lpreg.testing.worker_batch import rollout_row
+
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="eager")
     gen = torch.Generator().manual_seed(seed)
     rows = []
@@ -95,19 +97,7 @@ def real_rows(model_path, seed=0):
             else:
                 token = torch.randint(3, VOCAB, (), generator=gen)
             input_ids = torch.cat([input_ids, token.reshape(1)])
-        response = input_ids[prompt_len:]
-        ones = torch.ones(response_len, dtype=torch.int64)
-        rows.append(
-            {
-                "prompts": prompt,
-                "responses": response,
-                "response_mask": ones,
-                "loss_mask": ones,
-                "input_ids": input_ids,
-                "position_ids": torch.arange(len(input_ids)),
-                "attention_mask": torch.ones(len(input_ids), dtype=torch.int64),
-            }
-        )
+        rows.append(rollout_row(prompt, input_ids[prompt_len:]))
     return rows
 
 

@@ -121,9 +121,30 @@ def test_registration_succeeds_whichever_module_is_imported_first():
 
 
 def test_product_modules_never_name_the_cpu_harness():
-    product = [p for p in (REPO / "verl_lpreg").rglob("*.py") if "cpu" not in p.relative_to(REPO / "verl_lpreg").parts]
-    offenders = [str(p) for p in product if "verl_lpreg.cpu" in p.read_text() or "from .cpu" in p.read_text()]
+    harness = ("cpu", "testing")
+    product = [
+        p
+        for p in (REPO / "verl_lpreg").rglob("*.py")
+        if not set(harness) & set(p.relative_to(REPO / "verl_lpreg").parts)
+    ]
+    offenders = [
+        str(p) for p in product for h in harness if f"verl_lpreg.{h}" in p.read_text() or f"from .{h}" in p.read_text()
+    ]
     assert not offenders
+
+
+def test_test_support_leaves_verl_alone():
+    """verl_lpreg.testing (used by the GPU check) must not load the CPU platform harness."""
+    out = _python(
+        """
+        import os, sys
+        import verl_lpreg.testing.tiny_model, verl_lpreg.testing.worker_batch
+        assert "VERL_PLATFORM" not in os.environ
+        assert not [m for m in sys.modules if m.startswith("verl_lpreg.cpu")]
+        print("OK")
+        """
+    )
+    assert "OK" in out
 
 
 def test_trainer_is_verl_sync_trainer_whatever_the_configured_mode():

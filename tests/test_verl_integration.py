@@ -41,10 +41,11 @@ import verl_lpreg.cpu  # noqa: E402,F401  (CPU platform, gloo)
 from verl_lpreg import lp_reg_policy_loss, min_p_proxy_log_prob  # noqa: E402
 from verl_lpreg.config import LpRegConfig  # noqa: E402
 from verl_lpreg.cpu import CPU_OVERRIDES  # noqa: E402
-from verl_lpreg.cpu.tiny_model import build_tiny_model  # noqa: E402
 from verl_lpreg.integration.engine import proxy_request  # noqa: E402
 from verl_lpreg.integration.losses import extended_ppo_loss  # noqa: E402
 from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, MARGIN_FIELD, PROXY_FIELD  # noqa: E402
+from verl_lpreg.testing.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.testing.worker_batch import rollout_row  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
 MIN_P = 0.05
@@ -100,19 +101,7 @@ def rollout_batch(seed=0):
     for prompt_len, response_len, _ in SAMPLES:
         prompt = torch.randint(3, 500, (prompt_len,), generator=gen)
         response = torch.randint(3, 500, (response_len,), generator=gen)
-        input_ids = torch.cat([prompt, response])
-        ones = torch.ones(response_len, dtype=torch.int64)
-        rows.append(
-            {
-                "prompts": prompt,
-                "responses": response,
-                "response_mask": ones,
-                "loss_mask": ones,
-                "input_ids": input_ids,
-                "position_ids": torch.arange(len(input_ids)),
-                "attention_mask": torch.ones(len(input_ids), dtype=torch.int64),
-            }
-        )
+        rows.append(rollout_row(prompt, response))
     return tu.list_of_dict_to_tensordict(rows)
 
 

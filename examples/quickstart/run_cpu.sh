@@ -4,7 +4,7 @@
 #   bash examples/quickstart/run_cpu.sh                 # STEPS=20, OUT_DIR=./outputs/quickstart
 #   STEPS=3 OUT_DIR=/tmp/qs bash examples/quickstart/run_cpu.sh
 #
-# 1. builds a tiny random Qwen2 model + byte-level BPE tokenizer (verl_lpreg.cpu.tiny_model, offline);
+# 1. builds a tiny random Qwen2 model + byte-level BPE tokenizer (verl_lpreg.testing.tiny_model, offline);
 # 2. writes a synthetic arithmetic task in verl's parquet layout (answers in \boxed{});
 # 3. warms the model up with a short supervised pass (plain PyTorch) so that sampled answers are
 #    right only some of the time -- a random model scores 0 everywhere and GRPO learns nothing;
@@ -131,7 +131,7 @@ elif [[ -n "${FROM_RUN:-}" ]]; then
   ln -sfn "$(cd "$FROM_RUN/data" && pwd)" "$DATA_DIR"
 else
   echo "[1/4] tiny model + tokenizer -> $MODEL_DIR"
-  PYTHONWARNINGS=ignore "$PYTHON" -c "from verl_lpreg.cpu.tiny_model import build_tiny_model as b; print('[model]', b('$MODEL_DIR', seed=$SEED))" \
+  PYTHONWARNINGS=ignore "$PYTHON" -c "from verl_lpreg.testing.tiny_model import build_tiny_model as b; print('[model]', b('$MODEL_DIR', seed=$SEED))" \
     2>"$OUT_DIR/build_model.log" || { cat "$OUT_DIR/build_model.log" >&2; exit 1; }
   echo "[2/4] synthetic arithmetic task -> $DATA_DIR"
   "$PYTHON" "$HERE/make_data.py" --out_dir "$DATA_DIR" --seed "$SEED"

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from verl_lpreg.cpu.tiny_model import build_tiny_model
+from verl_lpreg.testing.tiny_model import build_tiny_model
 
 
 def _md5(path):

@@ -6,7 +6,7 @@ synthetic corpus, the model is a random ``Qwen2ForCausalLM`` (or ``Qwen3ForCausa
 checkpoints; any vocabulary size, e.g. Qwen's 151,936 with a tiny hidden size); both are written with
 ``save_pretrained`` so that verl / transformers load the directory like any hub checkpoint.
 
-    >>> from verl_lpreg.cpu.tiny_model import build_tiny_model
+    >>> from verl_lpreg.testing.tiny_model import build_tiny_model
     >>> path = build_tiny_model("/tmp/tiny")          # ~0.1 s on a laptop
 
 The tokenizer has the ChatML special tokens (``<|endoftext|>``, ``<|im_start|>``,
@@ -171,7 +171,7 @@ def build_tiny_model(
     with open(os.path.join(output_dir, "tiny_model_info.json"), "w") as f:
         json.dump(
             {
-                "builder": "verl_lpreg.cpu.tiny_model.build_tiny_model",
+                "builder": "verl_lpreg.testing.tiny_model.build_tiny_model",
                 "architecture": architecture,
                 "seed": seed,
                 "tokenizer_vocab": len(tokenizer),

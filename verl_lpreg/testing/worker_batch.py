@@ -1,0 +1,21 @@
+"""Hand-built rollout rows in the layout verl's agent loop stores, for driving verl's engine worker
+directly (tests, benchmarks, the GPU check) without a rollout."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rollout_row(prompt: torch.Tensor, response: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One sample's per-token tensors (every response token valid), as verl's jagged batch holds them."""
+    input_ids = torch.cat([prompt, response])
+    ones = torch.ones(len(response), dtype=torch.int64)
+    return {
+        "prompts": prompt,
+        "responses": response,
+        "response_mask": ones,
+        "loss_mask": ones,
+        "input_ids": input_ids,
+        "position_ids": torch.arange(len(input_ids)),
+        "attention_mask": torch.ones(len(input_ids), dtype=torch.int64),
+    }
