@@ -116,16 +116,27 @@ class LpRegFSDPEngine(FSDPEngineWithLMHead):
             )
             packed = [self._gather_and_unpad_packed(t, output_args["pad_size"]) for t in stats]
         else:
-            # Padded (bsz, seqlen, V) logits: compute on the padded grid, keep the valid positions
-            # in row-major order, which is the order of verl's packed log_probs.
+            # Padded (bsz, seqlen, V) logits: compute on the rows that predict a response token only
+            # (the loss and the trainer read nothing else; prompt and padding rows stay 0), then keep
+            # the valid positions in row-major order, which is the order of verl's packed log_probs.
             seq_lengths = cu_seqlens.diff()
-            valid = torch.arange(logits.shape[1], device=logits.device) < seq_lengths.unsqueeze(1)
+            response_lengths = micro_batch["responses"].offsets().diff().to(seq_lengths.device)
+            positions = torch.arange(logits.shape[1], device=logits.device)
+            valid = positions < seq_lengths.unsqueeze(1)
+            first = (seq_lengths - response_lengths - 1).unsqueeze(1)
+            needed = (positions >= first) & (positions < (seq_lengths - 1).unsqueeze(1))
             labels = torch.zeros(valid.shape, dtype=torch.long, device=logits.device)
             labels[valid] = output_args["input_ids_rmpad_rolled"]
             if temperature is None:
-                temperature = output_args["temperature"].unsqueeze(1).expand(valid.shape)
-            stats = min_p_proxy_stats(logits, labels, request["min_p"], temperature=temperature, **filter_args)
-            packed = [t[valid] for t in stats]
+                temperature = output_args["temperature"].unsqueeze(1).expand(valid.shape)[needed]
+            rows = min_p_proxy_stats(
+                logits[needed], labels[needed], request["min_p"], temperature=temperature, **filter_args
+            )
+            packed = []
+            for values in rows:
+                grid = torch.zeros(valid.shape, dtype=values.dtype, device=values.device)
+                grid[needed] = values
+                packed.append(grid[valid])
         outputs = {PROXY_FIELD: torch.nested.nested_tensor_from_jagged(packed[0], cu_seqlens)}
         if request["margin"]:
             outputs[MARGIN_FIELD] = torch.nested.nested_tensor_from_jagged(packed[1], cu_seqlens)
