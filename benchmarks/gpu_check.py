@@ -378,8 +378,9 @@ def main(argv=None) -> int:
         return 2
     device = "cpu" if args.dry_run else "cuda"
     size = DRY_RUN if args.dry_run else FULL
+    # one process of its own: a port of its own too (an inherited MASTER_PORT may be held by its parent)
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ["MASTER_PORT"] = str(_free_port())
     if device == "cpu":
         import verl_lpreg.cpu  # noqa: F401  (CPU platform, gloo)
 
