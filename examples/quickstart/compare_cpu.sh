@@ -8,7 +8,7 @@
 #   bash examples/quickstart/compare_cpu.sh                 # STEPS=20, OUT_DIR=./outputs/compare_cpu
 #   STEPS=10 SEED=1 bash examples/quickstart/compare_cpu.sh
 #
-# Two quick-start runs (166 s each on an idle 2-core machine). Env: OUT_DIR, STEPS (20),
+# Two quick-start runs (about 3 minutes each on an idle 2-core machine). Env: OUT_DIR, STEPS (20),
 # SEED (0), PYTHON (default: .venv's, set up on first use), and every variable of run_cpu.sh;
 # extra arguments go to both runs as hydra overrides.
 set -euo pipefail
