@@ -62,7 +62,7 @@ from verl_lpreg.integration.losses import extended_ppo_loss  # noqa: E402
 from verl_lpreg.names import PROXY_FIELD  # noqa: E402
 from verl_lpreg.proxy import min_p_proxy_stats  # noqa: E402
 from verl_lpreg.testing.tiny_model import build_tiny_model  # noqa: E402
-from verl_lpreg.testing.worker_batch import rollout_row  # noqa: E402
+from verl_lpreg.testing.worker_batch import rollout_row, set_update_settings  # noqa: E402
 
 CONFIG_DIR = REPO / "verl_lpreg" / "config"
 
@@ -115,16 +115,7 @@ def one_step(worker, batch, lp_reg: bool, args) -> tuple[float, float]:
     train["old_log_probs"] = response_from_nested(output["log_probs"], batch["response_mask"])
     if lp_reg:
         train[PROXY_FIELD] = output[PROXY_FIELD]
-    tu.assign_non_tensor(
-        train,
-        calculate_entropy=False,
-        mini_batch_size=args.batch,
-        global_batch_size=args.batch,
-        epochs=1,
-        seed=1,
-        dataloader_kwargs={"shuffle": False},
-        temperature=1.0,
-    )
+    set_update_settings(train, args.batch)
     t2 = time.perf_counter()
     worker.update_actor(train)
     t3 = time.perf_counter()

@@ -207,6 +207,7 @@ def engine_checks(model_path: str, size: Size, device: str) -> dict:
     from verl_lpreg.integration.engine import proxy_request
     from verl_lpreg.integration.losses import extended_ppo_loss
     from verl_lpreg.names import PROXY_FIELD
+    from verl_lpreg.testing.worker_batch import set_update_settings
 
     cfg = compose_config(model_path, size, device)
     worker = ActorRolloutRefWorker(config=cfg.actor_rollout_ref, role="actor")
@@ -239,16 +240,7 @@ def engine_checks(model_path: str, size: Size, device: str) -> dict:
         advantages = [torch.full((len(r),), float(torch.randn((), generator=gen))) for r in batch["responses"].unbind()]
         data["advantages"] = torch.nested.as_nested_tensor(advantages, layout=torch.jagged)
         data[PROXY_FIELD] = proxy
-        tu.assign_non_tensor(
-            data,
-            calculate_entropy=False,
-            mini_batch_size=size.samples,
-            global_batch_size=size.samples,
-            epochs=1,
-            seed=1,
-            dataloader_kwargs={"shuffle": False},
-            temperature=1.0,
-        )
+        set_update_settings(data, size.samples)
         actor = compose_config(model_path, size, device, f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}")
         worker.set_loss_fn(partial(extended_ppo_loss, config=omega_conf_to_dataclass(actor.actor_rollout_ref.actor)))
         return worker.update_actor(data)["metrics"]

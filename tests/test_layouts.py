@@ -148,6 +148,7 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
     from verl_lpreg.integration.engine import proxy_request
     from verl_lpreg.integration.losses import extended_ppo_loss
     from verl_lpreg.names import CANDIDATES_FIELD, PROXY_FIELD
+    from verl_lpreg.testing.worker_batch import set_update_settings
 
     cfg = compose_config(model_path, layout)
     worker = ActorRolloutRefWorker(config=cfg.actor_rollout_ref, role="actor")
@@ -183,16 +184,7 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
         train = batch.clone()
         for key in ("old_log_probs", "advantages", PROXY_FIELD, CANDIDATES_FIELD):
             train[key] = torch.nested.as_nested_tensor(list(inputs[key][local]), layout=torch.jagged)
-        tu.assign_non_tensor(
-            train,
-            calculate_entropy=False,
-            mini_batch_size=len(rows),
-            global_batch_size=len(rows),
-            epochs=1,
-            seed=1,
-            dataloader_kwargs={"shuffle": False},
-            temperature=1.0,
-        )
+        set_update_settings(train, len(rows))
         actor_cfg = compose_config(
             model_path, layout, *(f"actor_rollout_ref.actor.policy_loss.lp_reg.{o}" for o in extra)
         )

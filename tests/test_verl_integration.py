@@ -45,7 +45,7 @@ from verl_lpreg.integration.engine import proxy_request  # noqa: E402
 from verl_lpreg.integration.losses import extended_ppo_loss  # noqa: E402
 from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, MARGIN_FIELD, PROXY_FIELD  # noqa: E402
 from verl_lpreg.testing.tiny_model import build_tiny_model  # noqa: E402
-from verl_lpreg.testing.worker_batch import rollout_row  # noqa: E402
+from verl_lpreg.testing.worker_batch import rollout_row, set_update_settings  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
 MIN_P = 0.05
@@ -188,16 +188,7 @@ def training_batch(batch, old_output, **extra):
     data["advantages"] = torch.nested.as_nested_tensor(advantages, layout=torch.jagged)
     for key, value in extra.items():
         data[key] = value
-    tu.assign_non_tensor(
-        data,
-        calculate_entropy=False,
-        mini_batch_size=len(SAMPLES),
-        global_batch_size=len(SAMPLES),
-        epochs=1,
-        seed=1,
-        dataloader_kwargs={"shuffle": False},
-        temperature=1.0,
-    )
+    set_update_settings(data, len(SAMPLES))
     return data
 
 

@@ -19,3 +19,20 @@ def rollout_row(prompt: torch.Tensor, response: torch.Tensor) -> dict[str, torch
         "position_ids": torch.arange(len(input_ids)),
         "attention_mask": torch.ones(len(input_ids), dtype=torch.int64),
     }
+
+
+def set_update_settings(data, mini_batch_size: int) -> None:
+    """The non-tensor settings verl's trainer gives ``update_actor``: one mini-batch of
+    ``mini_batch_size`` samples, one epoch, no shuffling, temperature 1, no entropy."""
+    from verl.utils import tensordict_utils as tu
+
+    tu.assign_non_tensor(
+        data,
+        calculate_entropy=False,
+        mini_batch_size=mini_batch_size,
+        global_batch_size=mini_batch_size,
+        epochs=1,
+        seed=1,
+        dataloader_kwargs={"shuffle": False},
+        temperature=1.0,
+    )
