@@ -114,29 +114,35 @@ class LpRegFSDPEngine(FSDPEngineWithLMHead):
                 temperature=output_args["temperature_rmpad"] if temperature is None else temperature,
                 **filter_args,
             )
-            packed = [self._gather_and_unpad_packed(t, output_args["pad_size"]) for t in stats]
+            packed = [
+                self._gather_and_unpad_packed(t, output_args["pad_size"])
+                for t in stats[: 2 if request["margin"] else 1]
+            ]
         else:
             # Padded (bsz, seqlen, V) logits: compute on the rows that predict a response token only
-            # (the loss and the trainer read nothing else; prompt and padding rows stay 0), then keep
-            # the valid positions in row-major order, which is the order of verl's packed log_probs.
+            # (the loss and the trainer read nothing else; prompt and padding rows stay 0).
             seq_lengths = cu_seqlens.diff()
             response_lengths = micro_batch["responses"].offsets().diff().to(seq_lengths.device)
             positions = torch.arange(logits.shape[1], device=logits.device)
             valid = positions < seq_lengths.unsqueeze(1)
             first = (seq_lengths - response_lengths - 1).unsqueeze(1)
             needed = (positions >= first) & (positions < (seq_lengths - 1).unsqueeze(1))
-            labels = torch.zeros(valid.shape, dtype=torch.long, device=logits.device)
-            labels[valid] = output_args["input_ids_rmpad_rolled"]
+            # verl's packed tensors (labels, log_probs) hold the valid positions in row-major order.
+            needed_packed = needed[valid]
             if temperature is None:
                 temperature = output_args["temperature"].unsqueeze(1).expand(valid.shape)[needed]
             rows = min_p_proxy_stats(
-                logits[needed], labels[needed], request["min_p"], temperature=temperature, **filter_args
+                logits[needed],
+                output_args["input_ids_rmpad_rolled"][needed_packed],
+                request["min_p"],
+                temperature=temperature,
+                **filter_args,
             )
             packed = []
-            for values in rows:
-                grid = torch.zeros(valid.shape, dtype=values.dtype, device=values.device)
-                grid[needed] = values
-                packed.append(grid[valid])
+            for values in rows[: 2 if request["margin"] else 1]:
+                full = torch.zeros(needed_packed.shape, dtype=values.dtype, device=values.device)
+                full[needed_packed] = values
+                packed.append(full)
         outputs = {PROXY_FIELD: torch.nested.nested_tensor_from_jagged(packed[0], cu_seqlens)}
         if request["margin"]:
             outputs[MARGIN_FIELD] = torch.nested.nested_tensor_from_jagged(packed[1], cu_seqlens)

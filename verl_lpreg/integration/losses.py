@@ -13,6 +13,7 @@ Our verl-dependent modules are imported where they are used (see :mod:`verl_lpre
 from __future__ import annotations
 
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,27 +40,52 @@ RESPONSE_INPUTS = (CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, REF_LOG_PROB_FIELD
 #: Outputs of the micro-batch's own forward (verl's layout of ``log_probs``) the losses read.
 MODEL_OUTPUTS = ("entropy", CURRENT_PROXY_NEG_FIELD, CURRENT_PROXY_POS_FIELD)
 
-_loss_inputs: ContextVar[dict | None] = ContextVar("verl_lpreg_loss_inputs", default=None)
+_loss_inputs: ContextVar[_LazyInputs | None] = ContextVar("verl_lpreg_loss_inputs", default=None)
 
 
 def extended_ppo_loss(config, model_output, data, dp_group=None):
     """verl's ``ppo_loss`` with the micro-batch's extra per-token inputs made visible to the
-    registered ``lp_reg``/``high_entropy`` losses (same signature as ``ppo_loss``)."""
-    extras = {}
+    registered ``lp_reg``/``high_entropy`` losses (same signature as ``ppo_loss``). Each one is
+    converted to a padded response tensor when a loss first reads it, not before."""
+    sources = {}
     for field in FULL_SEQUENCE_INPUTS:
         if field in data.keys():
-            extras[field] = no_padding_2_padding(data[field], data)
+            sources[field] = partial(no_padding_2_padding, data[field], data)
     for field in RESPONSE_INPUTS:
         if field in data.keys():
-            extras[field] = data.select(field).to_padded_tensor()[field]
+            sources[field] = partial(_padded_response, data, field)
     for field in MODEL_OUTPUTS:
         if model_output.get(field, None) is not None:
-            extras[field] = no_padding_2_padding(model_output[field], data).detach()
-    token = _loss_inputs.set(extras)
+            sources[field] = partial(_detached_padding, model_output[field], data)
+    token = _loss_inputs.set(_LazyInputs(sources))
     try:
         return ppo_loss(config, model_output, data, dp_group)
     finally:
         _loss_inputs.reset(token)
+
+
+class _LazyInputs:
+    """Field name -> padded tensor, each computed on first read and kept for the micro-batch."""
+
+    def __init__(self, sources: dict):
+        self._sources = sources
+        self._values: dict[str, torch.Tensor] = {}
+
+    def __contains__(self, field: str) -> bool:
+        return field in self._sources
+
+    def __getitem__(self, field: str) -> torch.Tensor:
+        if field not in self._values:
+            self._values[field] = self._sources[field]()
+        return self._values[field]
+
+
+def _padded_response(data, field: str) -> torch.Tensor:
+    return data.select(field).to_padded_tensor()[field]
+
+
+def _detached_padding(values, data) -> torch.Tensor:
+    return no_padding_2_padding(values, data).detach()
 
 
 def _extra_input(field: str, like: torch.Tensor, loss_mode: str, why: str = "") -> torch.Tensor:
