@@ -358,3 +358,26 @@ def test_update_actor_with_high_entropy_micro_batch_default(worker, tiny_model):
     # without the update forward's entropy the loss refuses to guess
     with pytest.raises(RuntimeError, match="'entropy'"):
         worker.update_actor(training_batch(batch, old_output))
+
+
+@pytest.mark.parametrize("max_response_len", [None, 70])
+def test_response_part_equals_verls_no_padding_2_padding(max_response_len):
+    """The loss's batched slice of a full-sequence field is verl's own, value for value."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    from verl_lpreg.integration.losses import _response_part
+
+    gen = torch.Generator().manual_seed(3)
+    rows = []
+    for _ in range(9):
+        prompt_len, response_len = (int(torch.randint(1, n, (1,), generator=gen)) for n in (30, 60))
+        ids = torch.randint(3, 100, (prompt_len + response_len,), generator=gen)
+        rows.append(rollout_row(ids[:prompt_len], ids[prompt_len:]))
+    data = tu.list_of_dict_to_tensordict(rows)
+    if max_response_len is not None:
+        tu.assign_non_tensor(data, max_response_len=max_response_len)
+    offsets = data["input_ids"].offsets()
+    field = torch.nested.nested_tensor_from_jagged(torch.randn(int(offsets[-1]), generator=gen), offsets)
+    want = no_padding_2_padding(field, data)
+    got = _response_part(field, data)
+    assert got.shape == want.shape and torch.equal(got, want)

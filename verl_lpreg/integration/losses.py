@@ -17,8 +17,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
+from verl.utils import tensordict_utils as tu
 from verl.workers.utils.losses import ppo_loss
-from verl.workers.utils.padding import no_padding_2_padding
 
 from verl_lpreg.names import (
     CANDIDATES_FIELD,
@@ -50,13 +50,13 @@ def extended_ppo_loss(config, model_output, data, dp_group=None):
     sources = {}
     for field in FULL_SEQUENCE_INPUTS:
         if field in data.keys():
-            sources[field] = partial(no_padding_2_padding, data[field], data)
+            sources[field] = partial(_response_part, data[field], data)
     for field in RESPONSE_INPUTS:
         if field in data.keys():
             sources[field] = partial(_padded_response, data, field)
     for field in MODEL_OUTPUTS:
         if model_output.get(field, None) is not None:
-            sources[field] = partial(_detached_padding, model_output[field], data)
+            sources[field] = partial(_response_part, model_output[field].detach(), data)
     token = _loss_inputs.set(_LazyInputs(sources))
     try:
         return ppo_loss(config, model_output, data, dp_group)
@@ -80,12 +80,25 @@ class _LazyInputs:
         return self._values[field]
 
 
+def _response_part(tensor: torch.Tensor, data) -> torch.Tensor:
+    """The response part of a full-sequence nested tensor (a value per token, in the layout of
+    verl's ``log_probs``): ``[bsz, max_response_len]``, zero-padded, each response token's value
+    taken from the position that predicts it. Same result as verl's ``no_padding_2_padding``,
+    in a few batched ops instead of a loop over the sequences."""
+    values = tensor.values()
+    response_lens = data["responses"].offsets().diff().to(values.device)
+    ends = tensor.offsets()[1:].to(values.device) - 1
+    width = tu.get_non_tensor_data(data=data, key="max_response_len", default=-1)
+    if width < 0:
+        width = int(response_lens.max())
+    columns = torch.arange(width, device=values.device)
+    inside = columns < response_lens[:, None]
+    index = torch.where(inside, (ends - response_lens)[:, None] + columns, 0)
+    return torch.where(inside, values[index], torch.zeros((), dtype=values.dtype, device=values.device))
+
+
 def _padded_response(data, field: str) -> torch.Tensor:
     return data.select(field).to_padded_tensor()[field]
-
-
-def _detached_padding(values, data) -> torch.Tensor:
-    return no_padding_2_padding(values, data).detach()
 
 
 def _extra_input(field: str, like: torch.Tensor, loss_mode: str, why: str = "") -> torch.Tensor:
