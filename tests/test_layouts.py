@@ -387,7 +387,10 @@ def test_proxy_of_every_response_token(layout, model_path, reference, tmp_path_f
     removed = 0
     for i, want in enumerate(reference["proxy"]):
         want_old = reference["old_log_probs"][i]
-        torch.testing.assert_close(log_probs[i], want_old, rtol=0, atol=5e-5)  # a 151,936-term logsumexp
+        # verl's log-prob is a 151,936-term logsumexp, summed in a different float32 order by the
+        # packed engine forward and the padded reference forward (5.3e-5 apart on one CPU); the
+        # proxy normalises over its few kept tokens and holds 1e-5.
+        torch.testing.assert_close(log_probs[i], want_old, rtol=0, atol=1e-4)
         kept = want > HARD_FILL / 2
         torch.testing.assert_close(proxy[i][kept], want[kept], rtol=0, atol=1e-5)
         # removed tokens sit at -1e4 - log Z, where float32's spacing is ~1e-3
