@@ -16,11 +16,13 @@ Asserted: the proxy of every response token equals ``min_p_proxy_log_prob`` of a
 single-process forward of the same model on the same sequences (1e-5 in fp32); ``update_actor``'s
 loss and gradients (one SGD step at lr 1: the parameter change is minus the gradient) equal the
 single rank's where the selection does not depend on how tokens are split into micro-batches
-(``selection=batch``; ``selection=micro_batch`` with rho 1); the padding sample (negative
-advantage, proxy above the policy, even marked as a candidate) changes neither. Under SP the
-logits of CPU runs are not a single process's (verl's Ulysses needs flash attention, see the
-xfail below), so there the test checks what our wiring does: every rank's proxy slice, recorded
-where the engine computes it, lands on its own token next to that token's log-prob.
+(``selection=batch``; ``selection=micro_batch`` with rho 1), for ``dp2`` and for ``sp2``; the
+padding sample (negative advantage, proxy above the policy, even marked as a candidate) changes
+neither. verl's Ulysses does its all-to-all only inside flash attention; CPU runs use the harness's
+attention ``verl_lpreg_ulysses_eager`` (verl_lpreg/cpu/ulysses_attention.py: eager attention, plus
+verl's all-to-all and a varlen mask over the whole packed row when the SP group is larger than 1).
+Under SP the log-probs and the proxy equal the single rank's (5e-5), and every rank's proxy slice,
+recorded where the engine computes it, lands on its own token next to that token's log-prob.
 """
 
 import os
@@ -178,9 +180,7 @@ def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
     params = list(worker.actor.engine.module.parameters())
     start = [p.detach().to_local().clone() if hasattr(p, "to_local") else p.detach().clone() for p in params]
     names = [name for name, _ in worker.actor.engine.module.named_parameters()]
-    # SP on CPU computes other logits than one process (see test_sp2_logits_equal_a_single_process_forward):
-    # its update cannot be compared with the single rank's here, so it is not run.
-    for variant, extra in LOSS_VARIANTS.items() if sp == 1 else ():
+    for variant, extra in LOSS_VARIANTS.items():
         train = batch.clone()
         for key in ("old_log_probs", "advantages", PROXY_FIELD, CANDIDATES_FIELD):
             train[key] = torch.nested.as_nested_tensor(list(inputs[key][local]), layout=torch.jagged)
@@ -401,7 +401,7 @@ def test_proxy_of_every_response_token(layout, model_path, reference, tmp_path_f
     assert 0 < removed < n_tokens
 
 
-@pytest.mark.parametrize("layout", ["dp2"])
+@pytest.mark.parametrize("layout", ["dp2", "sp2"])
 @pytest.mark.parametrize("variant", list(LOSS_VARIANTS))
 def test_update_matches_the_single_rank(layout, variant, model_path, reference, tmp_path_factory):
     single = run_layout("single", model_path, reference, tmp_path_factory)[0][variant]
@@ -453,16 +453,17 @@ def test_sp2_proxy_is_gathered_in_place(model_path, reference, tmp_path_factory)
         torch.testing.assert_close(src["log_probs"][i].double(), want["log_prob"], rtol=0, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verl 0.9.1's Ulysses SP swaps the sequence/head split only inside flash attention "
-    "(monkey_patch._ulysses_flash_attention_forward); with the eager attention of CPU runs each SP rank "
-    "attends within its own slice of the packed sequence, so the logits themselves are wrong (README)",
-)
 def test_sp2_logits_equal_a_single_process_forward(model_path, reference, tmp_path_factory):
+    """Ulysses SP 2 on CPU (attention ``verl_lpreg_ulysses_eager``, verl_lpreg/cpu/ulysses_attention.py)
+    computes the log-probs and the proxy of the single-rank run of the same engine."""
+    single = run_layout("single", model_path, reference, tmp_path_factory)
     results = run_layout("sp2", model_path, reference, tmp_path_factory)
-    for got, want in zip(gathered(results, "log_probs"), reference["old_log_probs"], strict=False):
-        torch.testing.assert_close(got, want, rtol=0, atol=5e-5)
+    for key in ("log_probs", "proxy"):
+        got, want = gathered(results, key), gathered(single, key)
+        assert len(got) == len(want) + 1  # sp2 has the padding sample last
+        for g, w in zip(got, want, strict=False):
+            # rtol: a removed token's proxy sits at -1e4 - log Z, where float32's spacing is ~1e-3
+            torch.testing.assert_close(g, w, rtol=1e-7 if key == "proxy" else 0, atol=5e-5)
 
 
 def test_bf16_logits_proxy_in_fp32(model_path, reference, tmp_path_factory):

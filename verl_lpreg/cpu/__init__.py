@@ -16,7 +16,11 @@ It is never imported by the GPU code path. What it does:
 4. registers the Lp-Reg engine for the vendor of this platform (``"cpu"``), as the product does for
    nvidia and huawei (:data:`verl_lpreg.integration.registry.ENGINE_VENDORS`);
 5. patches two verl internals: the process-group backend string (:func:`_patch_process_group_backend`)
-   and the pinned CPU offload of forward-only FSDP2 engines (:func:`_patch_fsdp2_offload_pinning`).
+   and the pinned CPU offload of forward-only FSDP2 engines (:func:`_patch_fsdp2_offload_pinning`);
+6. registers the attention implementation ``verl_lpreg_ulysses_eager``
+   (:mod:`verl_lpreg.cpu.ulysses_attention`) in transformers' ``AttentionInterface``: eager
+   attention, plus Ulysses' all-to-all when the SP group is larger than 1 (verl does that only
+   inside flash attention).
 
 The hydra overrides a CPU run needs are in :data:`CPU_OVERRIDES` (and examples/quickstart/run_cpu.sh).
 """
@@ -134,6 +138,10 @@ _patch_fsdp2_offload_pinning()  # after the platform exists: the module resolves
 from verl_lpreg.integration.registry import register_engine  # noqa: E402
 
 register_engine({"cuda": ["cpu"]})
+
+from .ulysses_attention import register as _register_attention  # noqa: E402
+
+_register_attention()
 
 
 #: Hydra overrides for verl's ``ppo_trainer`` config that a CPU run needs (one process, one "GPU"),
