@@ -379,7 +379,7 @@ def gathered(results, key):
     return out
 
 
-@pytest.mark.parametrize("layout", ["single", "dp2"])
+@pytest.mark.parametrize("layout", ["single", "dp2", "sp2"])
 def test_proxy_of_every_response_token(layout, model_path, reference, tmp_path_factory):
     results = run_layout(layout, model_path, reference, tmp_path_factory)
     proxy, log_probs = gathered(results, "proxy"), gathered(results, "log_probs")
