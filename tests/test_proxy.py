@@ -159,6 +159,51 @@ def test_property_matches_reference(batch, vocab, scale, min_p, mode, soft, temp
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 12),
+    vocab=st.integers(64, 300),
+    scale=st.floats(0.01, 30.0),
+    min_p=st.floats(1e-4, 1.0),
+    mode=st.sampled_from(["minp", "fixed"]),
+    soft=st.booleans(),
+    temperature=st.floats(0.2, 3.0),
+    seed=st.integers(0, 2**16),
+)
+def test_property_dense_route_equals_the_candidate_blocks(rows, vocab, scale, min_p, mode, soft, temperature, seed):
+    """The CPU pass's two routes (candidate blocks; one masked pass when the rows are flat) keep
+    the same tokens and agree to float32 rounding, whichever the data would pick."""
+    from verl_lpreg import proxy
+
+    soft = soft and mode == "minp"
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, vocab, generator=gen) * scale
+    token_ids = torch.randint(0, vocab, (rows,), generator=gen)
+    token_ids[: rows // 2] = logits[: rows // 2].argmax(-1)
+    temperature = torch.full((rows,), temperature)
+    routes = {}
+    for route, fraction in (("blocks", 0), ("dense", 10**9)):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(proxy, "_DENSE_FRACTION", fraction)
+            monkeypatch.setattr(proxy, "_DENSE_ELEMENTS", 3 * vocab)  # several row groups
+            routes[route] = min_p_proxy_stats(logits, token_ids, min_p, mode=mode, soft=soft, temperature=temperature)
+    assert torch.equal(routes["dense"].threshold_margin, routes["blocks"].threshold_margin)
+    torch.testing.assert_close(
+        routes["dense"].proxy_log_prob, routes["blocks"].proxy_log_prob, rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("scale", [0.05, 4.0])
+def test_default_route_matches_reference(scale):
+    """Flat rows (scale 0.05: every block a candidate) take the dense route, peaked ones the
+    candidate blocks; both against the reference."""
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(40, 1000, generator=gen) * scale
+    token_ids = torch.randint(0, 1000, (40,), generator=gen)
+    got = min_p_proxy_log_prob(logits, token_ids, 0.02, temperature=0.7)
+    assert_close_to_reference(got, reference_proxy(logits, token_ids, 0.02, temperature=0.7))
+
+
 # --------------------------------------------------------------------------- accelerator path
 
 

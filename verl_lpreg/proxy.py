@@ -17,7 +17,8 @@ value. Only the kept tokens need an exponential, and they are few. So the logits
 once, as blocks of :data:`BLOCK` columns: the block maxima give the row max, and only the
 blocks whose max reaches the threshold (at most one per kept token) are looked at again.
 No copy of the logits, no softmax over the vocabulary; ``fixed`` mode adds one logsumexp
-pass. The reference clones the logits and runs softmax + masked fill + log_softmax over the
+pass. When the rows are flat (a quarter of the blocks or more are candidates: a random or
+small model) one masked exponential pass over the rows replaces the candidate gather. The reference clones the logits and runs softmax + masked fill + log_softmax over the
 whole vocabulary (``benchmarks/bench_proxy.py`` compares the two).
 
 On an accelerator the candidate blocks' ``.nonzero()`` would be a host synchronisation per
@@ -48,6 +49,10 @@ HARD_FILL_LOGIT = -1e4
 _CHUNK_ELEMENTS = 1 << 24
 # Columns per block of the one-pass filter.
 BLOCK = 64
+# The CPU pass switches to one masked pass over whole rows when at least 1 / _DENSE_FRACTION of the
+# blocks are candidates, in groups of rows of _DENSE_ELEMENTS values.
+_DENSE_FRACTION = 4
+_DENSE_ELEMENTS = 1 << 19
 # Accelerator path: float32 bytes per chunk if the chunk's rows were upcast (what the eager
 # fixed-shape pass allocates; compiled, it allocates per-row scalars only). 1 GiB: ~1,770 rows
 # at Qwen's vocabulary, a few chunks per 30,720-token micro-batch.
@@ -196,6 +201,11 @@ def _proxy_rows(rows, token_logit, inv_t, log_kappa: float, mode: str, soft: boo
 
     # Kept tokens live in blocks whose max reaches the threshold: at most one block per kept token.
     cand_rows, cand_blocks = (block_max >= threshold[:, None]).nonzero(as_tuple=True)
+    if cand_rows.numel() * _DENSE_FRACTION >= block_max.numel():
+        # Flat rows (a random or small model): most blocks are candidates, and gathering them costs
+        # more than one masked pass over the rows.
+        kept_sum, n_kept = _dense_kept_sums(rows, inv_t, threshold, row_max)
+        return _finish(vocab, token_logit, inv_t, threshold, row_max, row_min if soft else None, kept_sum, n_kept)
     cand = blocks[cand_rows, cand_blocks].float()  # a fresh [C, BLOCK] tensor: updated in place below
     keep = cand >= threshold[cand_rows, None]
     terms = cand.sub_(row_max[cand_rows, None]).mul_(inv_t[cand_rows, None]).exp_().masked_fill_(~keep, 0.0)
@@ -208,6 +218,26 @@ def _proxy_rows(rows, token_logit, inv_t, log_kappa: float, mode: str, soft: boo
         n_kept += tail_keep.sum(-1, dtype=torch.float32)
 
     return _finish(vocab, token_logit, inv_t, threshold, row_max, row_min if soft else None, kept_sum, n_kept)
+
+
+def _dense_kept_sums(rows, inv_t, threshold, row_max):
+    """``sum_v [z_v >= threshold] exp((z_v - max) / T)`` and the number of kept tokens of each row,
+    over every column, by groups of rows of :data:`_DENSE_ELEMENTS` (cache-sized temporaries).
+    The mask is a float: ``threshold - z`` is positive exactly where ``z < threshold``, so
+    ``threshold(., 0, -1)`` then ``clamp(max=0)`` gives -1 where the token is kept and 0 where it
+    is removed (CPU comparisons into bool tensors cost more than the exponentials here)."""
+    n, vocab = rows.shape
+    kept_sum = torch.empty_like(row_max)
+    n_kept = torch.empty_like(row_max)
+    step = max(1, _DENSE_ELEMENTS // max(vocab, 1))
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        z = rows[part].float()
+        minus_kept = torch.nn.functional.threshold_(threshold[part, None] - z, 0.0, -1.0).clamp_(max=0.0)
+        terms = (z - row_max[part, None]).mul_(inv_t[part, None]).exp_().mul_(minus_kept)
+        kept_sum[part] = terms.sum(-1).neg_()
+        n_kept[part] = minus_kept.sum(-1).neg_()
+    return kept_sum, n_kept
 
 
 def _finish(vocab, token_logit, inv_t, threshold, row_max, row_min, kept_sum, n_kept):
