@@ -18,8 +18,9 @@ once, as blocks of :data:`BLOCK` columns: the block maxima give the row max, and
 blocks whose max reaches the threshold (at most one per kept token) are looked at again.
 No copy of the logits, no softmax over the vocabulary; ``fixed`` mode adds one logsumexp
 pass. When the rows are flat (a quarter of the blocks or more are candidates: a random or
-small model) one masked exponential pass over the rows replaces the candidate gather. The reference clones the logits and runs softmax + masked fill + log_softmax over the
-whole vocabulary (``benchmarks/bench_proxy.py`` compares the two).
+small model) one masked exponential pass over the rows replaces the candidate gather. The
+reference clones the logits and runs softmax + masked fill + log_softmax over the whole
+vocabulary (``benchmarks/bench_proxy.py`` compares the two).
 
 On an accelerator the candidate blocks' ``.nonzero()`` would be a host synchronisation per
 chunk, so there the same numbers come from a fixed-shape formulation with no data-dependent
