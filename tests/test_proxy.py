@@ -188,9 +188,7 @@ def test_property_dense_route_equals_the_candidate_blocks(rows, vocab, scale, mi
             monkeypatch.setattr(proxy, "_DENSE_ELEMENTS", 3 * vocab)  # several row groups
             routes[route] = min_p_proxy_stats(logits, token_ids, min_p, mode=mode, soft=soft, temperature=temperature)
     assert torch.equal(routes["dense"].threshold_margin, routes["blocks"].threshold_margin)
-    torch.testing.assert_close(
-        routes["dense"].proxy_log_prob, routes["blocks"].proxy_log_prob, rtol=1e-5, atol=1e-5
-    )
+    torch.testing.assert_close(routes["dense"].proxy_log_prob, routes["blocks"].proxy_log_prob, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("scale", [0.05, 4.0])
