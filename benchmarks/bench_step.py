@@ -7,8 +7,13 @@ Part 1 builds one ``ActorRolloutRefWorker`` (FSDP2, gloo, one process, as the in
 do) and times, interleaved round by round on the same batch, ``compute_log_prob`` +
 ``update_actor`` as the trainer calls them: vanilla (no proxy request, verl's vanilla loss) and
 Lp-Reg (proxy and margin requested in the old-log-prob forward, the full-sequence proxy handed
-to the update, the Lp-Reg loss). It prints the median of each, and the median and quartiles
-of the per-round ratios Lp-Reg / vanilla (both modes run back to back in each round).
+to the update, the Lp-Reg loss). It prints the median of each, and the median of the per-round
+ratios Lp-Reg / vanilla (both modes run back to back in each round) with its quartiles and a
+bootstrap 90% interval of that median, and the ratio of the fastest rounds (timeit's estimator:
+on a shared machine interference only ever adds time). Then, from the same calls, what Lp-Reg's
+own code costs: the engine's ``prepare_model_outputs`` (where the proxy is computed) and the
+actor's loss function are timed in both modes, and their differences, as a share of vanilla's
+step, give the attributed ratio, which the machine's noise barely moves.
 
 Part 2 (with a large vocabulary the LM head dominates a tiny body, so part 1 mostly measures
 the vocabulary) times, on the same logits, verl's own log-prob computation
@@ -21,7 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import socket
+import random
 import statistics
 import sys
 import tempfile
@@ -32,25 +37,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", "verl_lpreg.cpu")
-os.environ.update(
-    RANK="0",
-    WORLD_SIZE="1",
-    LOCAL_RANK="0",
-    LOCAL_WORLD_SIZE="1",
-    MASTER_ADDR="127.0.0.1",
-    MASTER_PORT=str(_free_port()),
-)
 sys.path.insert(0, str(REPO))
 
+from verl_lpreg.testing.process_env import set_rank_env  # noqa: E402
+
+set_rank_env()
+
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
 from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
 from verl.utils.torch_functional import logprobs_from_logits  # noqa: E402
@@ -59,35 +53,30 @@ from verl.workers.utils.padding import response_from_nested  # noqa: E402
 
 from verl_lpreg.config import LpRegConfig  # noqa: E402
 from verl_lpreg.cpu import CPU_OVERRIDES  # noqa: E402
-from verl_lpreg.integration.engine import proxy_request  # noqa: E402
+from verl_lpreg.integration.engine import LpRegFSDPEngine, proxy_request  # noqa: E402
 from verl_lpreg.integration.losses import extended_ppo_loss  # noqa: E402
 from verl_lpreg.names import PROXY_FIELD  # noqa: E402
 from verl_lpreg.proxy import min_p_proxy_stats  # noqa: E402
 from verl_lpreg.testing.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.testing.trainer_config import compose_trainer_config  # noqa: E402
 from verl_lpreg.testing.worker_batch import rollout_row, set_update_settings  # noqa: E402
-
-CONFIG_DIR = REPO / "verl_lpreg" / "config"
 
 
 def compose_actor(model_path: str, loss_mode: str, args) -> object:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(
-            "lp_reg_trainer",
-            overrides=[
-                *CPU_OVERRIDES,
-                f"actor_rollout_ref.model.path={model_path}",
-                f"actor_rollout_ref.model.use_remove_padding={args.rmpad}",
-                "actor_rollout_ref.rollout.n=1",
-                f"actor_rollout_ref.actor.ppo_mini_batch_size={args.batch}",
-                f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro_batch}",
-                f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={args.micro_batch}",
-                "actor_rollout_ref.actor.optim.lr=1e-6",
-                "actor_rollout_ref.actor.clip_ratio_low=1.0",
-                "actor_rollout_ref.actor.clip_ratio_high=9.0",
-                f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
-                "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.02",
-            ],
-        )
+    cfg = compose_trainer_config(
+        *CPU_OVERRIDES,
+        f"actor_rollout_ref.model.path={model_path}",
+        f"actor_rollout_ref.model.use_remove_padding={args.rmpad}",
+        "actor_rollout_ref.rollout.n=1",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={args.batch}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro_batch}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={args.micro_batch}",
+        "actor_rollout_ref.actor.optim.lr=1e-6",
+        "actor_rollout_ref.actor.clip_ratio_low=1.0",
+        "actor_rollout_ref.actor.clip_ratio_high=9.0",
+        f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
+        "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.02",
+    )
     return cfg.actor_rollout_ref
 
 
@@ -126,25 +115,46 @@ def one_step(worker, batch, lp_reg: bool, args) -> tuple[float, float]:
     return t1 - t0, t3 - t2
 
 
+class Stopwatch:
+    """Wraps a callable and adds the time of each call to ``total``."""
+
+    def __init__(self, fn, timer):
+        self.fn, self.timer, self.total = fn, timer, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = self.timer()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.total += self.timer() - start
+
+
 def bench_worker(args) -> None:
     model_dir = build_tiny_model(
         tempfile.mkdtemp(prefix="bench_step_"), vocab_size=args.vocab, hidden_size=args.hidden, seed=0
     )
     actor = {mode: compose_actor(model_dir, mode, args) for mode in ("vanilla", "lp_reg")}
+    # Lp-Reg's own code in the step: the engine's output hook (the proxy) and the actor's loss.
+    engine_hook = Stopwatch(LpRegFSDPEngine.prepare_model_outputs, args.timer)
+    LpRegFSDPEngine.prepare_model_outputs = lambda self, *a, **k: engine_hook(self, *a, **k)
     worker = ActorRolloutRefWorker(config=actor["lp_reg"], role="actor")
     worker.init_model()
     losses = {
-        mode: partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor)) for mode, cfg in actor.items()
+        mode: Stopwatch(partial(extended_ppo_loss, config=omega_conf_to_dataclass(cfg.actor)), args.timer)
+        for mode, cfg in actor.items()
     }
     batch = rollout_batch(args, args.vocab)
     times = {mode: [] for mode in actor}
+    own = {mode: [] for mode in actor}  # (engine hook, loss) seconds a step
     for round_ in range(args.warmup + args.rounds):
         order = ("vanilla", "lp_reg") if round_ % 2 == 0 else ("lp_reg", "vanilla")
         for mode in order:
             worker.set_loss_fn(losses[mode])
+            engine_hook.total = losses[mode].total = 0.0
             log_prob_s, update_s = one_step(worker, batch, mode == "lp_reg", args)
             if round_ >= args.warmup:
                 times[mode].append((log_prob_s, update_s))
+                own[mode].append((engine_hook.total, losses[mode].total))
     tokens = int(batch["attention_mask"].offsets().diff().sum()) if batch["attention_mask"].is_nested else 0
     print(
         f"engine worker, CPU, fp32, vocab {args.vocab}, hidden {args.hidden}, {args.batch} sequences "
@@ -168,13 +178,39 @@ def bench_worker(args) -> None:
         f"{'ratio':10s} {ratio[0]:14.3f} {ratio[1]:10.3f} {ratio[2]:10.3f}   "
         "(Lp-Reg / vanilla, median of per-round ratios; target <= 1.02)"
     )
-    if args.rounds < 2:
-        return
-    quartiles = [statistics.quantiles(p, n=4) for p in paired]
+    fastest = [
+        min(f(r) for r in times["lp_reg"]) / min(f(r) for r in times["vanilla"])
+        for f in (lambda r: r[0], lambda r: r[1], lambda r: r[0] + r[1])
+    ]
     print(
-        f"{'quartiles':10s} "
-        + " ".join(f"{q[0]:.3f}-{q[2]:.3f}".rjust(w) for q, w in zip(quartiles, (14, 10, 10), strict=True))
+        f"{'fastest':10s} {fastest[0]:14.3f} {fastest[1]:10.3f} {fastest[2]:10.3f}   "
+        "(fastest Lp-Reg round / fastest vanilla round)"
     )
+    if args.rounds >= 2:
+        quartiles = [statistics.quantiles(p, n=4) for p in paired]
+        intervals = [bootstrap_median_interval(p) for p in paired]
+        for name, cells in (("quartiles", quartiles), ("90% of med", intervals)):
+            print(
+                f"{name:10s} "
+                + " ".join(f"{q[0]:.3f}-{q[-1]:.3f}".rjust(w) for q, w in zip(cells, (14, 10, 10), strict=True))
+            )
+    # Attribution: Lp-Reg's own code, timed inside the same calls in both modes.
+    med = {mode: [statistics.median(r[i] for r in rows) for i in range(2)] for mode, rows in own.items()}
+    vanilla_step = statistics.median(r[0] + r[1] for r in times["vanilla"])
+    extra = [med["lp_reg"][i] - med["vanilla"][i] for i in range(2)]
+    print(
+        f"\nLp-Reg's own code a step (median, Lp-Reg - vanilla): engine output hook (the proxy) "
+        f"{med['lp_reg'][0] * 1e3:.1f} - {med['vanilla'][0] * 1e3:.1f} = {extra[0] * 1e3:.1f} ms, "
+        f"actor loss {med['lp_reg'][1] * 1e3:.1f} - {med['vanilla'][1] * 1e3:.1f} = {extra[1] * 1e3:.1f} ms; "
+        f"attributed ratio 1 + {sum(extra) * 1e3:.1f} / {vanilla_step * 1e3:.0f} = {1 + sum(extra) / vanilla_step:.4f}"
+    )
+
+
+def bootstrap_median_interval(values, *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """5th and 95th percentiles of the median of ``values`` resampled with replacement."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(0.05 * draws)], medians[int(0.95 * draws) - 1]
 
 
 def bench_logits(args) -> None:

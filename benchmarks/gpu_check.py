@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,12 +61,6 @@ class Size:
 FULL = Size(1024, 28, 16, 8, 128, 3072, 151_936, True, 8, 512, 8192, 30_720, 30_720, 0.01)
 # CPU, seconds: the same code paths at a tiny size.
 DRY_RUN = Size(32, 2, 4, 2, 8, 64, 512, True, 8, 16, 48, 128, 256, 0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sync(device: str) -> None:
@@ -126,9 +119,7 @@ def attention_implementation(device: str) -> str:
 
 
 def compose_config(model_path: str, size: Size, device: str, *overrides):
-    from hydra import compose, initialize_config_dir
-
-    import verl_lpreg
+    from verl_lpreg.testing.trainer_config import compose_trainer_config
 
     per_device = []
     if device == "cpu":
@@ -142,24 +133,19 @@ def compose_config(model_path: str, size: Size, device: str, *overrides):
             "actor_rollout_ref.model.enable_gradient_checkpointing=true",
             f"+actor_rollout_ref.model.override_config.attn_implementation={attention_implementation(device)}",
         ]
-    config_dir = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        return compose(
-            "lp_reg_trainer",
-            overrides=[
-                *per_device,
-                f"actor_rollout_ref.model.path={model_path}",
-                "actor_rollout_ref.model.use_remove_padding=true",
-                "actor_rollout_ref.rollout.n=1",
-                f"actor_rollout_ref.actor.ppo_mini_batch_size={size.samples}",
-                "actor_rollout_ref.actor.use_dynamic_bsz=true",
-                f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={size.tokens_per_micro_batch}",
-                f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={size.tokens_per_micro_batch}",
-                f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
-                f"actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction={size.neg_fraction}",
-                *overrides,
-            ],
-        )
+    return compose_trainer_config(
+        *per_device,
+        f"actor_rollout_ref.model.path={model_path}",
+        "actor_rollout_ref.model.use_remove_padding=true",
+        "actor_rollout_ref.rollout.n=1",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={size.samples}",
+        "actor_rollout_ref.actor.use_dynamic_bsz=true",
+        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={size.tokens_per_micro_batch}",
+        f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={size.tokens_per_micro_batch}",
+        f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
+        f"actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction={size.neg_fraction}",
+        *overrides,
+    )
 
 
 def rollout_batch(size: Size, seed: int = 0):
@@ -371,8 +357,9 @@ def main(argv=None) -> int:
     device = "cpu" if args.dry_run else "cuda"
     size = DRY_RUN if args.dry_run else FULL
     # one process of its own: a port of its own too (an inherited MASTER_PORT may be held by its parent)
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-    os.environ["MASTER_PORT"] = str(_free_port())
+    from verl_lpreg.testing.process_env import set_rank_env
+
+    set_rank_env()
     if device == "cpu":
         import verl_lpreg.cpu  # noqa: F401  (CPU platform, gloo)
 

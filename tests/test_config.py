@@ -8,21 +8,14 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from verl.utils.config import omega_conf_to_dataclass
 
-import verl_lpreg
 from verl_lpreg.config import ExtendedPolicyLossConfig, LpRegConfig
 from verl_lpreg.integration.checks import check_config
 from verl_lpreg.names import PASSTHROUGH_CHAT_TEMPLATE
-
-CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
-
-
-def compose_lp_reg(*overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose("lp_reg_trainer", overrides=list(overrides))
+from verl_lpreg.testing.trainer_config import compose_trainer_config
 
 
 def test_defaults_are_the_paper_settings_on_top_of_verl():
-    cfg = compose_lp_reg()
+    cfg = compose_trainer_config()
     assert cfg.trainer.v1.trainer_mode == "lp_reg"
     assert cfg.algorithm.adv_estimator  # verl's own keys are all there
     policy_loss = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
@@ -36,7 +29,7 @@ def test_defaults_are_the_paper_settings_on_top_of_verl():
 
 
 def test_overrides_reach_the_dataclass():
-    cfg = compose_lp_reg(
+    cfg = compose_trainer_config(
         "actor_rollout_ref.actor.policy_loss.lp_reg.min_p=0.1",
         "actor_rollout_ref.actor.policy_loss.lp_reg.proxy_mode=fixed",
         "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.005",
@@ -48,7 +41,7 @@ def test_overrides_reach_the_dataclass():
 
 def test_typo_in_a_key_fails_at_compose_time():
     with pytest.raises(ConfigCompositionException, match="min_pp"):
-        compose_lp_reg("actor_rollout_ref.actor.policy_loss.lp_reg.min_pp=0.1")
+        compose_trainer_config("actor_rollout_ref.actor.policy_loss.lp_reg.min_pp=0.1")
 
 
 @pytest.mark.parametrize(
@@ -65,7 +58,7 @@ def test_typo_in_a_key_fails_at_compose_time():
 )
 def test_bad_values_are_rejected_with_the_key_name(override, message):
     group = override.split(".")[0]
-    cfg = compose_lp_reg(
+    cfg = compose_trainer_config(
         f"actor_rollout_ref.actor.policy_loss.{override}",
         f"actor_rollout_ref.actor.policy_loss.loss_mode={'high_entropy' if group == 'high_entropy' else 'lp_reg'}",
     )
@@ -76,7 +69,7 @@ def test_bad_values_are_rejected_with_the_key_name(override, message):
 
 
 def test_unknown_loss_mode_lists_the_registered_ones():
-    cfg = compose_lp_reg("actor_rollout_ref.actor.policy_loss.loss_mode=lp_regg")
+    cfg = compose_trainer_config("actor_rollout_ref.actor.policy_loss.loss_mode=lp_regg")
     with pytest.raises(ValueError, match=r"loss_mode='lp_regg' is not a registered policy loss.*lp_reg"):
         check_config(cfg)
 
@@ -91,7 +84,7 @@ def test_unknown_loss_mode_lists_the_registered_ones():
 )
 def test_configurations_without_a_proxy_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
-        check_config(compose_lp_reg(*overrides))
+        check_config(compose_trainer_config(*overrides))
 
 
 def test_stock_verl_config_with_lp_reg_uses_the_paper_defaults():

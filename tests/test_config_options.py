@@ -9,16 +9,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from verl.utils.config import omega_conf_to_dataclass
 
-import verl_lpreg
 from verl_lpreg.config import LpRegConfig, policy_loss_group
+from verl_lpreg.testing.trainer_config import compose_trainer_config
 
-CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
 LP = "actor_rollout_ref.actor.policy_loss.lp_reg"
-
-
-def compose_lp_reg(*overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose("lp_reg_trainer", overrides=list(overrides))
 
 
 def lp_reg_of(cfg) -> LpRegConfig:
@@ -26,7 +20,7 @@ def lp_reg_of(cfg) -> LpRegConfig:
 
 
 def test_defaults_are_the_reference():
-    lp = lp_reg_of(compose_lp_reg())
+    lp = lp_reg_of(compose_trainer_config())
     assert (lp.divergence, lp.rank_by, lp.proxy_source) == ("low_var_kl", "log_prob", "old")
     assert (lp.pos_target_temperature, lp.neg_target_temperature) == (None, None)
     assert lp == LpRegConfig()
@@ -48,7 +42,7 @@ def test_defaults_are_the_reference():
     ],
 )
 def test_every_option_reaches_the_dataclass(overrides):
-    lp = lp_reg_of(compose_lp_reg(*overrides))
+    lp = lp_reg_of(compose_trainer_config(*overrides))
     for override in overrides:
         path, value = override.split("=")
         key = path.rsplit(".", 1)[1]
@@ -109,7 +103,7 @@ def test_bad_values_name_the_key_and_the_allowed_values(kwargs, message):
 def test_bad_values_fail_through_the_composed_config(override, message):
     from verl_lpreg.integration.checks import check_config
 
-    cfg = compose_lp_reg(override)
+    cfg = compose_trainer_config(override)
     with pytest.raises(Exception, match=message):
         omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
     if "high_entropy" not in override:
@@ -143,7 +137,7 @@ def test_reference_model_proxy_needs_a_reference_model():
 
     ref = [f"{LP}.proxy_source=ref", f"{LP}.min_p=0"]
     with pytest.raises(ValueError, match=r"proxy_source='ref' needs a reference model.*use_kl_loss=True"):
-        check_config(compose_lp_reg(*ref))
+        check_config(compose_trainer_config(*ref))
     with_kl_loss = ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0"]
-    check_config(compose_lp_reg(*ref, *with_kl_loss))
-    check_config(compose_lp_reg(*ref, "algorithm.use_kl_in_reward=True"))
+    check_config(compose_trainer_config(*ref, *with_kl_loss))
+    check_config(compose_trainer_config(*ref, "algorithm.use_kl_in_reward=True"))

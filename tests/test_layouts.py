@@ -26,11 +26,12 @@ recorded where the engine computes it, lands on its own token next to that token
 """
 
 import os
-import socket
 from functools import partial
 
 import pytest
 import torch
+
+from verl_lpreg.testing.process_env import free_port
 
 pytest.importorskip("verl")
 
@@ -53,12 +54,6 @@ LOSS_VARIANTS = {
     "batch_selection": ("selection=batch", "neg_fraction=0.3"),
     "micro_batch_rho_1": ("selection=micro_batch", "neg_fraction=1.0"),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -129,14 +124,9 @@ def hf_response_logits(model_path, rows, dtype=torch.float32):
 
 def _rank_main(rank, world, port, layout, model_path, inputs, out_dir):
     """Body of one spawned rank: build the worker, compute_log_prob, update_actor per loss variant."""
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    from verl_lpreg.testing.process_env import set_rank_env
+
+    set_rank_env(rank, world, port)
     torch.set_num_threads(1)
     import verl_lpreg.cpu  # noqa: F401  (CPU platform, gloo): before verl's engine code resolves the platform
 
@@ -240,10 +230,8 @@ def _full(param):
 
 
 def compose_config(model_path, layout, *overrides):
-    from hydra import compose, initialize_config_dir
-
-    import verl_lpreg
     from verl_lpreg.cpu import CPU_OVERRIDES
+    from verl_lpreg.testing.trainer_config import compose_trainer_config
 
     world, sp, dynamic, _, dtype = LAYOUTS[layout]
     n_rows = len(SAMPLES) + (1 if LAYOUTS[layout][3] else 0)
@@ -261,28 +249,23 @@ def compose_config(model_path, layout, *overrides):
             "actor_rollout_ref.actor.fsdp_config.model_dtype=bf16",
             "++actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=bf16",
         ]
-    config_dir = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        return compose(
-            "lp_reg_trainer",
-            overrides=[
-                *CPU_OVERRIDES,
-                f"actor_rollout_ref.model.path={model_path}",
-                "actor_rollout_ref.model.use_remove_padding=true",
-                "actor_rollout_ref.rollout.n=1",
-                f"actor_rollout_ref.actor.ppo_mini_batch_size={n_rows}",
-                "actor_rollout_ref.actor.optim.optimizer=SGD",
-                "actor_rollout_ref.actor.optim.lr=1.0",
-                "actor_rollout_ref.actor.optim.weight_decay=0.0",
-                "actor_rollout_ref.actor.optim.clip_grad=1e9",
-                "actor_rollout_ref.actor.clip_ratio_low=1.0",
-                "actor_rollout_ref.actor.clip_ratio_high=9.0",
-                "actor_rollout_ref.actor.policy_loss.loss_mode=lp_reg",
-                f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
-                *layout_overrides,
-                *overrides,
-            ],
-        )
+    return compose_trainer_config(
+        *CPU_OVERRIDES,
+        f"actor_rollout_ref.model.path={model_path}",
+        "actor_rollout_ref.model.use_remove_padding=true",
+        "actor_rollout_ref.rollout.n=1",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={n_rows}",
+        "actor_rollout_ref.actor.optim.optimizer=SGD",
+        "actor_rollout_ref.actor.optim.lr=1.0",
+        "actor_rollout_ref.actor.optim.weight_decay=0.0",
+        "actor_rollout_ref.actor.optim.clip_grad=1e9",
+        "actor_rollout_ref.actor.clip_ratio_low=1.0",
+        "actor_rollout_ref.actor.clip_ratio_high=9.0",
+        "actor_rollout_ref.actor.policy_loss.loss_mode=lp_reg",
+        f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
+        *layout_overrides,
+        *overrides,
+    )
 
 
 # --------------------------------------------------------------------------- the layouts
@@ -364,7 +347,7 @@ def run_layout(layout, model_path, reference, tmp_path_factory):
         out_dir = str(tmp_path_factory.mktemp(f"layout_{layout}"))
         world = LAYOUTS[layout][0]
         inputs = layout_inputs(reference, layout)
-        mp.spawn(_rank_main, args=(world, _free_port(), layout, model_path, inputs, out_dir), nprocs=world, join=True)
+        mp.spawn(_rank_main, args=(world, free_port(), layout, model_path, inputs, out_dir), nprocs=world, join=True)
         _RESULTS[layout] = [
             torch.load(os.path.join(out_dir, f"{layout}_rank{r}.pt"), weights_only=False) for r in range(world)
         ]

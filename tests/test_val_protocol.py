@@ -15,15 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from verl_lpreg.data_prep import DATASETS
 from verl_lpreg.data_prep.core import prepare
 
 from verl_lpreg.evaluate import PROTOCOL, SamplingSpec
+from verl_lpreg.testing.trainer_config import compose_trainer_config
 from verl_lpreg.val_protocol import AGENT_NAME, ValidationProtocol, annotate_val_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(REPO / "verl_lpreg" / "config")
 FIXTURES = REPO / "tests" / "fixtures" / "data_prep"
 
 
@@ -31,8 +30,7 @@ def _compose(*overrides):
     from verl_lpreg.integration.registry import register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose("lp_reg_trainer", overrides=list(overrides))
+    return compose_trainer_config(*overrides)
 
 
 @pytest.fixture(scope="module")

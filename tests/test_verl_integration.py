@@ -5,8 +5,6 @@ our hydra config composed over verl's ``ppo_trainer``. ``compute_log_prob`` then
 ``update_actor`` run on a hand-built rollout batch, exactly as the trainer calls them.
 """
 
-import os
-import socket
 from functools import partial
 
 import pytest
@@ -15,28 +13,15 @@ import torch
 pytest.importorskip("verl")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from verl_lpreg.testing.process_env import set_rank_env  # noqa: E402
 
+set_rank_env()
 
-os.environ.update(
-    RANK="0",
-    WORLD_SIZE="1",
-    LOCAL_RANK="0",
-    LOCAL_WORLD_SIZE="1",
-    MASTER_ADDR="127.0.0.1",
-    MASTER_PORT=str(_free_port()),
-)
-
-from hydra import compose, initialize_config_dir  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
 from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
 from verl.workers.engine_workers import ActorRolloutRefWorker  # noqa: E402
 from verl.workers.utils.padding import response_from_nested  # noqa: E402
 
-import verl_lpreg  # noqa: E402
 import verl_lpreg.cpu  # noqa: E402,F401  (CPU platform, gloo)
 from verl_lpreg import lp_reg_policy_loss, min_p_proxy_log_prob  # noqa: E402
 from verl_lpreg.config import LpRegConfig  # noqa: E402
@@ -45,9 +30,9 @@ from verl_lpreg.integration.engine import proxy_request  # noqa: E402
 from verl_lpreg.integration.losses import extended_ppo_loss  # noqa: E402
 from verl_lpreg.names import CANDIDATES_FIELD, HIGH_ENTROPY_MASK_FIELD, MARGIN_FIELD, PROXY_FIELD  # noqa: E402
 from verl_lpreg.testing.tiny_model import build_tiny_model  # noqa: E402
+from verl_lpreg.testing.trainer_config import compose_trainer_config  # noqa: E402
 from verl_lpreg.testing.worker_batch import rollout_row, set_update_settings  # noqa: E402
 
-CONFIG_DIR = os.path.join(os.path.dirname(verl_lpreg.__file__), "config")
 MIN_P = 0.05
 # (prompt length, response length, advantage) per sample
 SAMPLES = [(5, 7, 1.0), (3, 9, -1.0), (6, 4, -1.0), (4, 8, 0.5)]
@@ -68,24 +53,20 @@ def tiny_model(tmp_path_factory):
 
 
 def compose_config(model_path, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(
-            "lp_reg_trainer",
-            overrides=[
-                *CPU_OVERRIDES,
-                f"actor_rollout_ref.model.path={model_path}",
-                "actor_rollout_ref.rollout.n=1",
-                "actor_rollout_ref.actor.ppo_mini_batch_size=4",
-                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-                "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
-                "actor_rollout_ref.actor.optim.lr=1e-3",
-                "actor_rollout_ref.actor.clip_ratio_low=1.0",
-                "actor_rollout_ref.actor.clip_ratio_high=9.0",
-                f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
-                "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.5",
-                *overrides,
-            ],
-        )
+    return compose_trainer_config(
+        *CPU_OVERRIDES,
+        f"actor_rollout_ref.model.path={model_path}",
+        "actor_rollout_ref.rollout.n=1",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
+        "actor_rollout_ref.actor.clip_ratio_low=1.0",
+        "actor_rollout_ref.actor.clip_ratio_high=9.0",
+        f"actor_rollout_ref.actor.policy_loss.lp_reg.min_p={MIN_P}",
+        "actor_rollout_ref.actor.policy_loss.lp_reg.neg_fraction=0.5",
+        *overrides,
+    )
 
 
 def build_worker(cfg):

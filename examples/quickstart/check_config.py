@@ -8,22 +8,18 @@ instead of after the model build and warm-up.
 
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main(argv: list[str]) -> int:
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     import verl_lpreg.main_ppo as entry
+    from verl_lpreg.testing.trainer_config import compose_trainer_config
 
-    config_dir = os.path.join(os.path.dirname(os.path.abspath(entry.__file__)), "config")
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base=None):
-            config = compose(config_name="lp_reg_trainer", overrides=argv)
-        entry.check_config(config)
+        entry.check_config(compose_trainer_config(*argv))
     except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as e:
         print(f"[config error] {type(e).__name__}: {e}", file=sys.stderr)
         return 2
