@@ -11,9 +11,10 @@ to the update, the Lp-Reg loss). It prints the median of each, and the median of
 ratios Lp-Reg / vanilla (both modes run back to back in each round) with its quartiles and a
 bootstrap 90% interval of that median, and the ratio of the fastest rounds (timeit's estimator:
 on a shared machine interference only ever adds time). Then, from the same calls, what Lp-Reg's
-own code costs: the engine's ``prepare_model_outputs`` (where the proxy is computed) and the
-actor's loss function are timed in both modes, and their differences, as a share of vanilla's
-step, give the attributed ratio, which the machine's noise barely moves.
+own code costs: the engine's proxy outputs (``LpRegFSDPEngine._proxy_outputs``, all of what the
+old-log-prob forward adds) and the actor's loss function (timed in both modes: the difference),
+as a share of vanilla's step: the attributed ratio, which the machine's noise barely moves
+(what it leaves out: verl carrying one more field through its micro-batch split).
 
 Part 2 (with a large vocabulary the LM head dominates a tiny body, so part 1 mostly measures
 the vocabulary) times, on the same logits, verl's own log-prob computation
@@ -134,9 +135,9 @@ def bench_worker(args) -> None:
         tempfile.mkdtemp(prefix="bench_step_"), vocab_size=args.vocab, hidden_size=args.hidden, seed=0
     )
     actor = {mode: compose_actor(model_dir, mode, args) for mode in ("vanilla", "lp_reg")}
-    # Lp-Reg's own code in the step: the engine's output hook (the proxy) and the actor's loss.
-    engine_hook = Stopwatch(LpRegFSDPEngine.prepare_model_outputs, args.timer)
-    LpRegFSDPEngine.prepare_model_outputs = lambda self, *a, **k: engine_hook(self, *a, **k)
+    # Lp-Reg's own code in the step: the engine's proxy outputs and the actor's loss.
+    proxy_outputs = Stopwatch(LpRegFSDPEngine._proxy_outputs, args.timer)
+    LpRegFSDPEngine._proxy_outputs = lambda self, *a, **k: proxy_outputs(self, *a, **k)
     worker = ActorRolloutRefWorker(config=actor["lp_reg"], role="actor")
     worker.init_model()
     losses = {
@@ -145,16 +146,16 @@ def bench_worker(args) -> None:
     }
     batch = rollout_batch(args, args.vocab)
     times = {mode: [] for mode in actor}
-    own = {mode: [] for mode in actor}  # (engine hook, loss) seconds a step
+    own = {mode: [] for mode in actor}  # (proxy outputs, loss) seconds a step
     for round_ in range(args.warmup + args.rounds):
         order = ("vanilla", "lp_reg") if round_ % 2 == 0 else ("lp_reg", "vanilla")
         for mode in order:
             worker.set_loss_fn(losses[mode])
-            engine_hook.total = losses[mode].total = 0.0
+            proxy_outputs.total = losses[mode].total = 0.0
             log_prob_s, update_s = one_step(worker, batch, mode == "lp_reg", args)
             if round_ >= args.warmup:
                 times[mode].append((log_prob_s, update_s))
-                own[mode].append((engine_hook.total, losses[mode].total))
+                own[mode].append((proxy_outputs.total, losses[mode].total))
     tokens = int(batch["attention_mask"].offsets().diff().sum()) if batch["attention_mask"].is_nested else 0
     print(
         f"engine worker, CPU, fp32, vocab {args.vocab}, hidden {args.hidden}, {args.batch} sequences "
@@ -199,7 +200,7 @@ def bench_worker(args) -> None:
     vanilla_step = statistics.median(r[0] + r[1] for r in times["vanilla"])
     extra = [med["lp_reg"][i] - med["vanilla"][i] for i in range(2)]
     print(
-        f"\nLp-Reg's own code a step (median, Lp-Reg - vanilla): engine output hook (the proxy) "
+        f"\nLp-Reg's own code a step (median, Lp-Reg - vanilla): the engine's proxy outputs "
         f"{med['lp_reg'][0] * 1e3:.1f} - {med['vanilla'][0] * 1e3:.1f} = {extra[0] * 1e3:.1f} ms, "
         f"actor loss {med['lp_reg'][1] * 1e3:.1f} - {med['vanilla'][1] * 1e3:.1f} = {extra[1] * 1e3:.1f} ms; "
         f"attributed ratio 1 + {sum(extra) * 1e3:.1f} / {vanilla_step * 1e3:.0f} = {1 + sum(extra) / vanilla_step:.4f}"
