@@ -159,26 +159,33 @@ def test_property_matches_reference(batch, vocab, scale, min_p, mode, soft, temp
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+# Random [rows, vocab] cases of the path-equality properties below (vocab given by each test).
+ROW_CASES = {
+    "rows": st.integers(1, 12),
+    "scale": st.floats(0.01, 30.0),
+    "min_p": st.floats(1e-4, 1.0),
+    "mode": st.sampled_from(["minp", "fixed"]),
+    "soft": st.booleans(),
+    "temperature": st.floats(0.2, 3.0),
+    "seed": st.integers(0, 2**16),
+}
+
+
+def random_rows(rows, vocab, scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, vocab, generator=gen) * scale
+    return logits, torch.randint(0, vocab, (rows,), generator=gen)
+
+
 @settings(max_examples=60, deadline=None)
-@given(
-    rows=st.integers(1, 12),
-    vocab=st.integers(64, 300),
-    scale=st.floats(0.01, 30.0),
-    min_p=st.floats(1e-4, 1.0),
-    mode=st.sampled_from(["minp", "fixed"]),
-    soft=st.booleans(),
-    temperature=st.floats(0.2, 3.0),
-    seed=st.integers(0, 2**16),
-)
+@given(vocab=st.integers(64, 300), **ROW_CASES)
 def test_property_dense_route_equals_the_candidate_blocks(rows, vocab, scale, min_p, mode, soft, temperature, seed):
     """The CPU pass's two routes (candidate blocks; one masked pass when the rows are flat) keep
     the same tokens and agree to float32 rounding, whichever the data would pick."""
     from verl_lpreg import proxy
 
     soft = soft and mode == "minp"
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(rows, vocab, generator=gen) * scale
-    token_ids = torch.randint(0, vocab, (rows,), generator=gen)
+    logits, token_ids = random_rows(rows, vocab, scale, seed)
     token_ids[: rows // 2] = logits[: rows // 2].argmax(-1)
     temperature = torch.full((rows,), temperature)
     routes = {}
@@ -242,24 +249,13 @@ def test_fixed_shape_path_degenerate_rows(monkeypatch):
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    rows=st.integers(1, 12),
-    vocab=st.integers(1, 300),
-    scale=st.floats(0.01, 30.0),
-    min_p=st.floats(1e-4, 1.0),
-    mode=st.sampled_from(["minp", "fixed"]),
-    soft=st.booleans(),
-    temperature=st.floats(0.2, 3.0),
-    seed=st.integers(0, 2**16),
-)
+@given(vocab=st.integers(1, 300), **ROW_CASES)
 def test_property_fixed_shape_path_equals_the_cpu_path(rows, vocab, scale, min_p, mode, soft, temperature, seed):
     from verl_lpreg import proxy
 
     soft = soft and mode == "minp"  # the fixed threshold always fills -1e4
 
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(rows, vocab, generator=gen) * scale
-    token_ids = torch.randint(0, vocab, (rows,), generator=gen)
+    logits, token_ids = random_rows(rows, vocab, scale, seed)
     cpu = min_p_proxy_stats(logits, token_ids, min_p, mode=mode, soft=soft, temperature=temperature)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(proxy, "_rows_impl", lambda device, vocab: (proxy._proxy_rows_fixed_shape, 5))
