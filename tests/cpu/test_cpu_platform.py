@@ -65,10 +65,9 @@ def test_platform_device_module_and_backend():
 def test_process_group_engine_and_rollout_registries():
     out = _python(
         """
-        import os, socket
         import verl
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
+        from verl_lpreg.testing.process_env import set_rank_env
+        set_rank_env()
         from verl.workers import engine_workers
         engine_workers.initialize_global_process_group_ray(timeout_second=None)  # verl builds "cpu:gloo,cpu:gloo"
         import torch, torch.distributed as dist
